@@ -1,0 +1,89 @@
+//! Pre-trained backbones: the networks a job adapts, how their weights are loaded, and the
+//! registry of which ones this installation has. Nothing above `train` sees these types;
+//! the HTTP layer only ever sees [`registry::BackboneInfo`].
+
+use candle_core::{Tensor, Var};
+use serde::{Deserialize, Serialize};
+
+/// What kind of data a backbone (and a dataset, and a model) works on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Modality {
+    Text,
+    Image,
+}
+
+impl Modality {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Modality::Text => "text",
+            Modality::Image => "image",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "text" => Some(Modality::Text),
+            "image" => Some(Modality::Image),
+            _ => None,
+        }
+    }
+}
+
+/// Inputs already turned into tensors exactly the way the backbone was pre-trained.
+#[derive(Debug, Clone)]
+pub enum Batch {
+    /// Token ids and attention mask, both `[B, L]` `u32`, padded to the longest in the batch.
+    Text {
+        input_ids: Tensor,
+        attention_mask: Tensor,
+    },
+    /// Normalised pixels `[B, 3, H, W]` `f32`.
+    Image { pixels: Tensor },
+}
+
+impl Batch {
+    pub fn len(&self) -> usize {
+        match self {
+            Batch::Text { input_ids, .. } => input_ids.dims()[0],
+            Batch::Image { pixels } => pixels.dims()[0],
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Whether a backbone's weights are plain tensors (inference, feature extraction) or
+/// `Var`s that an optimiser can update (fine-tuning).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightsMode {
+    Frozen,
+    Trainable,
+}
+
+/// A pre-trained network with its pre-training head removed: it maps a batch to one
+/// pooled feature vector per example.
+pub trait Backbone: Send + Sync {
+    /// Pooled features `[B, embedding_dim]` (`f32`). `train` turns on the backbone's own
+    /// dropout; batch-norm statistics always stay frozen (small batches would corrupt them).
+    fn forward(&self, batch: &Batch, train: bool) -> candle_core::Result<Tensor>;
+
+    /// Width of the pooled features.
+    fn embedding_dim(&self) -> usize;
+
+    /// How many blocks `unfreeze: N` counts down from the top (BERT: encoder layers;
+    /// EfficientNet: MBConv stages).
+    fn num_blocks(&self) -> usize;
+
+    /// Every weight with its safetensors name. With [`WeightsMode::Trainable`] these are
+    /// `Var`s the optimiser updates; with [`WeightsMode::Frozen`] the list is empty.
+    fn named_vars(&self) -> Vec<(String, Var)>;
+
+    /// The block (0-based, counted from the bottom, `0..num_blocks()`) a named weight belongs
+    /// to, or `None` for weights below the first block (embeddings, stem), which only
+    /// `unfreeze: "all"` trains. Weights above the last block (final conv) count as the top
+    /// block.
+    fn block_of(&self, name: &str) -> Option<usize>;
+}

@@ -2,6 +2,15 @@
 //!
 //! Layers, top to bottom: `http` (axum handlers, never sees candle) → `jobs` (the queue and
 //! its worker threads) → `train` (the recipe) → `backbones` (pre-trained networks) →
-//! `store` (SQLite rows and the artefact folder).
+//! `store` (SQLite rows and the artefact folder). `datasets` parses uploads; `serve`
+//! keeps trained models loaded for prediction.
 
+pub mod app;
 pub mod backbones;
+pub mod config;
+pub mod datasets;
+pub mod http;
+pub mod jobs;
+pub mod serve;
+pub mod store;
+pub mod train;

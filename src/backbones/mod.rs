@@ -2,7 +2,14 @@
 //! registry of which ones this installation has. Nothing above `train` sees these types;
 //! the HTTP layer only ever sees [`registry::BackboneInfo`].
 
+pub mod bert;
+pub mod layers;
+pub mod registry;
+pub mod text;
+
 use candle_core::{Tensor, Var};
+
+pub use registry::BackboneError;
 use serde::{Deserialize, Serialize};
 
 /// What kind of data a backbone (and a dataset, and a model) works on.
@@ -87,3 +94,4 @@ pub trait Backbone: Send + Sync {
     /// block.
     fn block_of(&self, name: &str) -> Option<usize>;
 }
+

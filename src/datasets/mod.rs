@@ -1,0 +1,176 @@
+//! Uploaded datasets: parsing and validating what users send, the stored example list, and
+//! the stratified splits a job trains and validates on.
+
+pub mod split;
+pub mod stored;
+pub mod text;
+
+use std::collections::BTreeMap;
+
+use crate::backbones::Modality;
+
+/// What a dataset upload turned into: examples with label names, plus tolerated problems.
+#[derive(Debug, Clone)]
+pub struct ParsedDataset {
+    pub modality: Modality,
+    pub format: &'static str,
+    pub examples: Vec<RawExample>,
+    pub warnings: Vec<String>,
+}
+
+/// One labelled example as stored: a text, or an image file relative to the dataset folder.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum RawExample {
+    Text { text: String, label: String },
+    Image { file: String, label: String },
+}
+
+impl RawExample {
+    pub fn label(&self) -> &str {
+        match self {
+            RawExample::Text { label, .. } | RawExample::Image { label, .. } => label,
+        }
+    }
+}
+
+impl ParsedDataset {
+    /// Sorted distinct labels.
+    pub fn labels(&self) -> Vec<String> {
+        self.label_counts().into_keys().collect()
+    }
+
+    pub fn label_counts(&self) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for e in &self.examples {
+            *counts.entry(e.label().to_string()).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// Checks that hold for every modality once parsing is done, and adds the warnings
+    /// about class sizes.
+    pub fn finish(mut self, limits: &Limits) -> Result<ParsedDataset, DatasetError> {
+        if self.examples.is_empty() {
+            return Err(DatasetError::invalid(
+                "empty_dataset",
+                "the dataset holds no examples; add labelled rows (text datasets: a `text` and a `label` column)",
+            ));
+        }
+        if self.examples.len() > limits.max_examples {
+            return Err(DatasetError::TooLarge(format!(
+                "the dataset has {} examples, more than the limit of {} (WARMSTART_MAX_EXAMPLES); upload a sample or raise the limit",
+                self.examples.len(),
+                limits.max_examples
+            )));
+        }
+        let counts = self.label_counts();
+        if counts.len() < 2 {
+            let only = counts.keys().next().cloned().unwrap_or_default();
+            return Err(DatasetError::invalid(
+                "too_few_labels",
+                format!(
+                    "every example has the label {only:?}; a classifier needs at least 2 distinct labels"
+                ),
+            ));
+        }
+        let small: Vec<String> = counts
+            .iter()
+            .filter(|(_, n)| **n < 5)
+            .map(|(l, n)| format!("{l:?} ({n})"))
+            .collect();
+        if !small.is_empty() {
+            self.warnings.push(format!(
+                "classes with fewer than 5 examples: {}; the model will be unreliable on them, add more examples",
+                small.join(", ")
+            ));
+        }
+        Ok(self)
+    }
+}
+
+/// Size limits applied while parsing (from the config).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_examples: usize,
+    pub max_text_chars: usize,
+    pub max_image_pixels: u64,
+    pub max_zip_entries: usize,
+    pub max_uncompressed_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_examples: 100_000,
+            max_text_chars: 20_000,
+            max_image_pixels: 40_000_000,
+            max_zip_entries: 100_000,
+            max_uncompressed_bytes: 4 << 30,
+        }
+    }
+}
+
+/// Why an upload was refused. Every message says what is wrong and how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum DatasetError {
+    /// The content is not a valid dataset (422).
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String },
+    /// The file type is not one we read (415).
+    #[error("{0}")]
+    UnsupportedFormat(String),
+    /// Over a configured limit (413).
+    #[error("{0}")]
+    TooLarge(String),
+    /// Reading or writing the artefact failed (500, details logged only).
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl DatasetError {
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        DatasetError::Invalid {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Guesses the upload's format from its file name, falling back to its first bytes.
+pub fn detect_format(file_name: Option<&str>, head: &[u8]) -> Result<&'static str, DatasetError> {
+    let lower = file_name.unwrap_or("").to_ascii_lowercase();
+    let by_ext = [
+        (".csv", "csv"),
+        (".tsv", "csv"),
+        (".jsonl", "jsonl"),
+        (".ndjson", "jsonl"),
+        (".json", "jsonl"),
+        (".zip", "zip"),
+    ]
+    .iter()
+    .find(|(ext, _)| lower.ends_with(ext))
+    .map(|(_, f)| *f);
+    if let Some(f) = by_ext {
+        return Ok(f);
+    }
+    if head.starts_with(b"PK\x03\x04") {
+        return Ok("zip");
+    }
+    let first = head
+        .iter()
+        .copied()
+        .find(|b| !(b.is_ascii_whitespace() || *b == 0xEF || *b == 0xBB || *b == 0xBF));
+    match first {
+        Some(b'{') => Ok("jsonl"),
+        Some(_) if lower.is_empty() || lower.ends_with(".txt") => Ok("csv"),
+        None => Err(DatasetError::invalid(
+            "empty_file",
+            "the uploaded file is empty; send a CSV, JSONL or ZIP file with labelled examples",
+        )),
+        Some(_) => Err(DatasetError::UnsupportedFormat(format!(
+            "cannot read {file_name:?}: accepted formats are CSV (text,label header), JSONL ({{\"text\",\"label\"}} per line) and ZIP of images",
+            file_name = file_name.unwrap_or("")
+        ))),
+    }
+}

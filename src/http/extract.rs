@@ -1,0 +1,70 @@
+//! Request extractors that turn malformed requests into clear API errors: JSON bodies
+//! (with the serde message naming the bad field) and the caller's tenant.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+
+/// `Json<T>` whose rejections are API errors.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(ApiJson(v)),
+            Err(rejection) => Err(json_error(rejection)),
+        }
+    }
+}
+
+fn json_error(rejection: JsonRejection) -> ApiError {
+    match rejection {
+        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send a JSON body with the header Content-Type: application/json",
+        ),
+        JsonRejection::JsonSyntaxError(e) => ApiError::bad_request(
+            "malformed_json",
+            format!("the body is not valid JSON: {}", e.body_text()),
+        ),
+        JsonRejection::JsonDataError(e) => {
+            ApiError::unprocessable("invalid_request", clean_serde_message(&e.body_text()))
+        }
+        JsonRejection::BytesRejection(e) => {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::too_large("the request body is larger than the configured limit (WARMSTART_MAX_BODY_MB)")
+            } else {
+                ApiError::bad_request("unreadable_body", e.body_text())
+            }
+        }
+        other => ApiError::bad_request("invalid_request", other.body_text()),
+    }
+}
+
+/// serde messages start with "Failed to deserialize the JSON body into the target type: ".
+fn clean_serde_message(text: &str) -> String {
+    let msg = text
+        .strip_prefix("Failed to deserialize the JSON body into the target type: ")
+        .unwrap_or(text);
+    format!("invalid request body: {msg}")
+}
+
+/// The tenant that owns what a request creates and sees. Set by the auth middleware from
+/// the API key; the empty tenant when the service runs without keys.
+#[derive(Clone, Debug, Default)]
+pub struct Tenant(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Tenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        Ok(parts.extensions.get::<Tenant>().cloned().unwrap_or_default())
+    }
+}

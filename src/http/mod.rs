@@ -1,0 +1,91 @@
+//! The HTTP API (DESIGN §2): one module per resource, one error mapping, no candle.
+
+pub mod datasets;
+pub mod error;
+pub mod extract;
+pub mod jobs;
+pub mod models;
+pub mod ops;
+pub mod upload;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use tokio::sync::Semaphore;
+use tower_http::services::ServeDir;
+use tower_http::trace::TraceLayer;
+
+use crate::backbones::registry::Registry;
+use crate::config::Config;
+use crate::datasets::Limits;
+use crate::jobs::Queue;
+use crate::serve::ModelCache;
+use crate::store::{Artifacts, Db};
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub artifacts: Artifacts,
+    pub queue: Queue,
+    pub registry: Arc<Registry>,
+    pub models: Arc<ModelCache>,
+    pub limits: Limits,
+    /// Predict requests admitted (running or waiting); beyond it → 503.
+    pub predict_admission: Arc<Semaphore>,
+    /// Predict requests computing at once.
+    pub predict_compute: Arc<Semaphore>,
+    pub counters: Arc<Counters>,
+    pub started: std::time::Instant,
+}
+
+/// Counters for `/metrics`.
+#[derive(Default)]
+pub struct Counters {
+    pub predict_requests: AtomicU64,
+    pub predict_inputs: AtomicU64,
+    pub predict_rejected: AtomicU64,
+    pub uploads: AtomicU64,
+}
+
+pub fn router(state: AppState) -> Router {
+    let upload_limit = state.config.max_upload_bytes() as usize + (1 << 20);
+    let body_limit = (state.config.max_body_mb as usize) << 20;
+    let api = Router::new()
+        .route(
+            "/datasets",
+            post(datasets::create)
+                .layer(DefaultBodyLimit::max(upload_limit))
+                .get(datasets::list),
+        )
+        .route("/datasets/{id}", get(datasets::show).delete(datasets::delete))
+        .route("/backbones", get(ops::backbones))
+        .route("/jobs", post(jobs::create).get(jobs::list))
+        .route("/jobs/{id}", get(jobs::show))
+        .route("/jobs/{id}/events", get(jobs::events))
+        .route("/jobs/{id}/cancel", post(jobs::cancel))
+        .route(
+            "/models",
+            get(models::list).post(models::import).layer(DefaultBodyLimit::max(upload_limit)),
+        )
+        .route("/models/{id}", get(models::show).delete(models::delete))
+        .route("/models/{id}/predict", post(models::predict))
+        .route("/models/{id}/download", get(models::download))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .fallback(ops::api_not_found);
+
+    let static_dir = state.config.static_dir.clone();
+    Router::new()
+        .nest("/v1", api)
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .fallback_service(ServeDir::new(static_dir).append_index_html_on_directories(true))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

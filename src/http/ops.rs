@@ -1,0 +1,91 @@
+//! Operations endpoints: liveness, readiness, Prometheus metrics, the OpenAPI document, the
+//! backbone list, and the JSON 404 for unknown API paths.
+
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, Uri, header};
+use axum::response::IntoResponse;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::{ApiError, ApiResult};
+
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Ready when the database answers and the default backbones are installed.
+pub async fn readyz(State(st): State<AppState>) -> (StatusCode, Json<Value>) {
+    let db_ok = st.db.ping().await.is_ok();
+    let backbones: Vec<Value> = st
+        .registry
+        .list()
+        .iter()
+        .map(|b| json!({"id": b.id, "available": b.available}))
+        .collect();
+    let defaults_ok = st.registry.list().iter().all(|b| b.available);
+    let ready = db_ok && defaults_ok;
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let hint = (!defaults_ok).then_some("run scripts/fetch-backbones.sh to install the backbones");
+    (
+        status,
+        Json(json!({"ready": ready, "database": db_ok, "backbones": backbones, "hint": hint})),
+    )
+}
+
+pub async fn backbones(State(st): State<AppState>) -> Json<Value> {
+    Json(json!({"data": st.registry.list()}))
+}
+
+/// Prometheus text exposition.
+pub async fn metrics(State(st): State<AppState>) -> ApiResult<impl IntoResponse> {
+    let mut out = String::new();
+    out.push_str("# HELP warmstart_jobs Jobs by status.\n# TYPE warmstart_jobs gauge\n");
+    for status in ["queued", "running", "succeeded", "failed", "cancelled"] {
+        let n = st
+            .db
+            .job_status_counts()
+            .await?
+            .into_iter()
+            .find(|(s, _)| s == status)
+            .map(|(_, n)| n)
+            .unwrap_or(0);
+        out.push_str(&format!("warmstart_jobs{{status=\"{status}\"}} {n}\n"));
+    }
+    let c = &st.counters;
+    let counters = [
+        ("warmstart_predict_requests_total", "Predict requests served.", c.predict_requests.load(Ordering::Relaxed)),
+        ("warmstart_predict_inputs_total", "Inputs predicted.", c.predict_inputs.load(Ordering::Relaxed)),
+        ("warmstart_predict_rejected_total", "Predict requests refused as overload (503).", c.predict_rejected.load(Ordering::Relaxed)),
+        ("warmstart_dataset_uploads_total", "Datasets uploaded.", c.uploads.load(Ordering::Relaxed)),
+    ];
+    for (name, help, v) in counters {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"));
+    }
+    out.push_str(&format!(
+        "# HELP warmstart_models_loaded Models held in the prediction cache.\n# TYPE warmstart_models_loaded gauge\nwarmstart_models_loaded {}\n",
+        st.models.loaded().len()
+    ));
+    out.push_str(&format!(
+        "# HELP warmstart_uptime_seconds Seconds since start.\n# TYPE warmstart_uptime_seconds gauge\nwarmstart_uptime_seconds {:.0}\n",
+        st.started.elapsed().as_secs_f64()
+    ));
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out))
+}
+
+pub async fn openapi() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+}
+
+pub async fn api_not_found(uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "route_not_found",
+        format!("no API route {}; see GET /openapi.json", uri.path()),
+    )
+}

@@ -1,0 +1,311 @@
+//! Worker threads: plain OS threads (training is long, CPU-bound work that must not sit on
+//! tokio's blocking pool), each taking one queued job at a time, woken by the queue's
+//! signal. A job's outcome is written through the queue; the model's files are complete
+//! on disk before the row that points at them.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::runtime::Handle;
+use uuid::Uuid;
+
+use super::queue::NewEvent;
+use super::{JobSpec, Queue};
+use crate::datasets::RawExample;
+use crate::datasets::stored::read_examples;
+use crate::store::jobs::{JobRecord, Stage};
+use crate::store::models::ModelRecord;
+use crate::store::{Artifacts, now};
+use crate::train::{Engine, Example, ExampleInput, Observer, TrainError, TrainRequest};
+
+/// The running worker threads.
+pub struct Workers {
+    queue: Queue,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// What a worker needs.
+#[derive(Clone)]
+pub struct WorkerContext {
+    pub queue: Queue,
+    pub engine: Arc<Engine>,
+    pub artifacts: Artifacts,
+    pub runtime: Handle,
+}
+
+impl Workers {
+    pub fn start(count: usize, ctx: WorkerContext) -> Workers {
+        let threads = (0..count)
+            .map(|i| {
+                let ctx = ctx.clone();
+                std::thread::Builder::new()
+                    .name(format!("warmstart-worker-{i}"))
+                    .spawn(move || worker_loop(ctx))
+                    .expect("spawning a worker thread")
+            })
+            .collect();
+        Workers {
+            queue: ctx.queue,
+            threads,
+        }
+    }
+
+    /// Stops the workers: a running job is interrupted at its next step and put back in the
+    /// queue. Blocks until every thread has finished.
+    pub fn shutdown(self) {
+        self.queue.signal.shutdown();
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+fn worker_loop(ctx: WorkerContext) {
+    let mut seen = 0u64;
+    while !ctx.queue.signal.is_shutdown() {
+        match ctx.runtime.block_on(ctx.queue.claim_next()) {
+            Ok(Some(job)) => {
+                let id = job.id.clone();
+                run_job(&ctx, job);
+                ctx.queue.release(&id);
+            }
+            Ok(None) => ctx.queue.signal.wait(&mut seen, Duration::from_secs(5)),
+            Err(e) => {
+                tracing::error!(error = %e, "worker could not claim a job");
+                ctx.queue.signal.wait(&mut seen, Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Reports a job's progress through the queue (rows + broadcast), throttling progress
+/// writes to a few per second.
+struct JobObserver<'a> {
+    ctx: &'a WorkerContext,
+    job_id: String,
+    stage: Stage,
+    last_progress: Instant,
+}
+
+impl JobObserver<'_> {
+    fn run<T>(&self, what: &str, fut: impl std::future::Future<Output = crate::store::StoreResult<T>>) {
+        if let Err(e) = self.ctx.runtime.block_on(fut) {
+            tracing::warn!(job = %self.job_id, error = %e, "could not record {what}");
+        }
+    }
+}
+
+impl Observer for JobObserver<'_> {
+    fn recipe(&mut self, recipe: &Value) {
+        self.run("recipe", self.ctx.queue.set_config(&self.job_id, recipe));
+    }
+
+    fn stage(&mut self, stage: Stage, message: &str) {
+        self.stage = stage;
+        tracing::info!(job = %self.job_id, stage = stage.as_str(), "{message}");
+        self.run("stage", self.ctx.queue.set_stage(&self.job_id, stage, message));
+    }
+
+    fn progress(&mut self, epoch: u32, epochs: u32, fraction: f64) {
+        if self.last_progress.elapsed() < Duration::from_millis(250) && fraction < 1.0 {
+            return;
+        }
+        self.last_progress = Instant::now();
+        self.run(
+            "progress",
+            self.ctx.queue.set_progress(&self.job_id, epoch, epochs, fraction, None),
+        );
+    }
+
+    fn epoch(&mut self, stage: Stage, epoch: u32, epochs: u32, metrics: Value) {
+        let q = &self.ctx.queue;
+        let fraction = epoch as f64 / epochs.max(1) as f64;
+        self.run(
+            "epoch",
+            q.set_progress(&self.job_id, epoch, epochs, fraction, Some(&metrics)),
+        );
+        self.run(
+            "epoch event",
+            q.add_event(
+                &self.job_id,
+                NewEvent {
+                    kind: "epoch",
+                    stage: Some(stage),
+                    epoch: Some(epoch),
+                    metrics: Some(&metrics),
+                    message: None,
+                },
+            ),
+        );
+    }
+
+    fn log(&mut self, message: &str) {
+        tracing::info!(job = %self.job_id, "{message}");
+        let event = NewEvent {
+            kind: "log",
+            stage: Some(self.stage),
+            epoch: None,
+            metrics: None,
+            message: Some(message),
+        };
+        self.run("log", self.ctx.queue.add_event(&self.job_id, event));
+    }
+
+    fn cancelled(&self) -> bool {
+        self.ctx.queue.is_cancelled(&self.job_id) || self.ctx.queue.signal.is_shutdown()
+    }
+}
+
+/// Loads the job's dataset as training examples.
+fn load_request(ctx: &WorkerContext, job: &JobRecord) -> Result<TrainRequest, (String, String)> {
+    let spec: JobSpec = serde_json::from_value(job.request.clone())
+        .map_err(|e| ("invalid_job".to_string(), format!("the stored job request is unreadable: {e}")))?;
+    let dataset = ctx
+        .runtime
+        .block_on(ctx.queue.db.get_dataset(&job.tenant, &spec.dataset_id))
+        .map_err(|e| ("internal_error".to_string(), e.to_string()))?
+        .ok_or_else(|| {
+            (
+                "dataset_not_found".to_string(),
+                format!("dataset {} was deleted before the job ran; upload it again and resubmit", spec.dataset_id),
+            )
+        })?;
+    let dir = ctx.artifacts.dataset_dir(&dataset.id);
+    let raw = read_examples(&dir).map_err(|e| {
+        (
+            "dataset_unreadable".to_string(),
+            format!("the stored dataset {} cannot be read ({e}); upload it again", dataset.id),
+        )
+    })?;
+    let index: HashMap<&str, usize> = dataset
+        .labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.as_str(), i))
+        .collect();
+    let examples = raw
+        .into_iter()
+        .filter_map(|e| {
+            let label = *index.get(e.label())?;
+            let input = match e {
+                RawExample::Text { text, .. } => ExampleInput::Text(text),
+                RawExample::Image { file, .. } => ExampleInput::ImageFile(dir.join(file)),
+            };
+            Some(Example { input, label })
+        })
+        .collect();
+    Ok(TrainRequest {
+        modality: dataset.modality,
+        labels: dataset.labels.clone(),
+        examples,
+        backbone: spec.backbone,
+        hyperparameters: spec.hyperparameters,
+        validation: spec.validation,
+        seed: spec.seed,
+    })
+}
+
+fn run_job(ctx: &WorkerContext, job: JobRecord) {
+    let started = Instant::now();
+    tracing::info!(job = %job.id, dataset = %job.dataset_id, "job started");
+    let q = &ctx.queue;
+    let fail = |code: &str, message: &str| {
+        tracing::warn!(job = %job.id, code, "job failed: {message}");
+        if let Err(e) = ctx.runtime.block_on(q.fail(&job.id, code, message)) {
+            tracing::error!(job = %job.id, error = %e, "could not record the failure");
+        }
+    };
+    let req = match load_request(ctx, &job) {
+        Ok(r) => r,
+        Err((code, message)) => return fail(&code, &message),
+    };
+    let mut obs = JobObserver {
+        ctx,
+        job_id: job.id.clone(),
+        stage: Stage::Preparing,
+        last_progress: Instant::now(),
+    };
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| ctx.engine.train(&req, &mut obs)));
+    let outcome = match result {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(TrainError::Cancelled)) => {
+            if q.signal.is_shutdown() && !q.is_cancelled(&job.id) {
+                let msg = "the service is shutting down; the job was put back in the queue";
+                if let Err(e) = ctx.runtime.block_on(q.requeue(&job.id, msg)) {
+                    tracing::error!(job = %job.id, error = %e, "could not requeue");
+                }
+            }
+            tracing::info!(job = %job.id, "job stopped (cancelled)");
+            return;
+        }
+        Ok(Err(e)) => {
+            let message = match &e {
+                TrainError::Candle(_) | TrainError::Io(_) => {
+                    tracing::error!(job = %job.id, error = %e, "training error");
+                    format!("training failed: {e}")
+                }
+                _ => e.to_string(),
+            };
+            return fail(e.code(), &message);
+        }
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            tracing::error!(job = %job.id, "training panicked: {what}");
+            return fail("internal_error", "training crashed unexpectedly; the error was logged");
+        }
+    };
+
+    // Files first, then the row that points at them.
+    let model_id = Uuid::new_v4().to_string();
+    let dest = ctx.artifacts.model_dir(&model_id);
+    let saved = ctx.artifacts.staging_dir().and_then(|staging| {
+        outcome.artifact.save(&staging).map_err(|source| crate::store::StoreError::Io {
+            path: staging.clone(),
+            source,
+        })?;
+        ctx.artifacts.commit_dir(&staging, &dest)
+    });
+    if let Err(e) = saved {
+        tracing::error!(job = %job.id, error = %e, "saving the model failed");
+        return fail(
+            "model_save_failed",
+            "the model could not be written to the data folder (is the disk full or read-only?); free space and resubmit the job",
+        );
+    }
+    let record = ModelRecord {
+        id: model_id.clone(),
+        tenant: job.tenant.clone(),
+        job_id: job.id.clone(),
+        dataset_id: job.dataset_id.clone(),
+        backbone: outcome.recipe.backbone.clone(),
+        modality: req.modality,
+        labels: req.labels.clone(),
+        metrics: outcome.report,
+        created_at: now(),
+    };
+    match ctx.runtime.block_on(q.succeed(&job.id, &record)) {
+        Ok(true) => tracing::info!(
+            job = %job.id,
+            model = %model_id,
+            secs = started.elapsed().as_secs_f64(),
+            "job succeeded"
+        ),
+        Ok(false) => {
+            tracing::info!(job = %job.id, "job was cancelled while saving; model discarded");
+            let _ = ctx.artifacts.remove_dir(&dest);
+        }
+        Err(e) => {
+            tracing::error!(job = %job.id, error = %e, "recording the model failed");
+            let _ = ctx.artifacts.remove_dir(&dest);
+            fail("internal_error", "the model could not be recorded; the error was logged");
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! A bounded cache of loaded models: a model is read from disk once and kept until it is
+//! the least recently used one beyond the capacity, or deleted.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::{LoadedModel, ServeError};
+use crate::backbones::registry::Registry;
+
+pub struct ModelCache {
+    registry: Arc<Registry>,
+    capacity: usize,
+    /// Most recently used last.
+    entries: Mutex<Vec<(String, Arc<LoadedModel>)>>,
+    /// Serialises loads so two requests don't read the same model twice.
+    loading: Mutex<()>,
+}
+
+impl ModelCache {
+    pub fn new(registry: Arc<Registry>, capacity: usize) -> ModelCache {
+        ModelCache {
+            registry,
+            capacity: capacity.max(1),
+            entries: Mutex::new(Vec::new()),
+            loading: Mutex::new(()),
+        }
+    }
+
+    fn lookup(&self, id: &str) -> Option<Arc<LoadedModel>> {
+        let mut entries = self.entries.lock();
+        let pos = entries.iter().position(|(k, _)| k == id)?;
+        let entry = entries.remove(pos);
+        let model = entry.1.clone();
+        entries.push(entry);
+        Some(model)
+    }
+
+    /// The loaded model `id`, reading it from `dir` on a miss. Blocking.
+    pub fn get(&self, id: &str, dir: &Path) -> Result<Arc<LoadedModel>, ServeError> {
+        if let Some(m) = self.lookup(id) {
+            return Ok(m);
+        }
+        let _guard = self.loading.lock();
+        if let Some(m) = self.lookup(id) {
+            return Ok(m);
+        }
+        let model = Arc::new(LoadedModel::load(dir, &self.registry)?);
+        let mut entries = self.entries.lock();
+        entries.push((id.to_string(), model.clone()));
+        while entries.len() > self.capacity {
+            entries.remove(0);
+        }
+        Ok(model)
+    }
+
+    pub fn evict(&self, id: &str) {
+        self.entries.lock().retain(|(k, _)| k != id);
+    }
+
+    /// Ids currently loaded, least recently used first.
+    pub fn loaded(&self) -> Vec<String> {
+        self.entries.lock().iter().map(|(k, _)| k.clone()).collect()
+    }
+}

@@ -1,0 +1,166 @@
+//! Prediction: trained models loaded once and kept in a bounded cache, and batched
+//! inference over their inputs. Called from the HTTP layer on blocking threads; never
+//! exposes candle types.
+
+pub mod cache;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::Tensor;
+use serde::Serialize;
+
+use crate::backbones::registry::{BackboneError, LoadedBackbone, Registry};
+use crate::backbones::{Modality, WeightsMode};
+use crate::train::artifact::{BACKBONE_FILE, ModelConfig, WEIGHTS_FILE, read_config};
+use crate::train::features::Standardizer;
+use crate::train::head::Head;
+use crate::train::metrics::softmax_rows;
+
+pub use cache::ModelCache;
+
+const PREDICT_BATCH: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The model's files are missing or unreadable.
+    #[error("the model's files are damaged: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Backbone(#[from] BackboneError),
+    /// The request's inputs cannot be used (shown to the user).
+    #[error("{0}")]
+    BadInput(String),
+    #[error("inference failed: {0}")]
+    Inference(#[from] candle_core::Error),
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LabelScore {
+    pub label: String,
+    pub score: f32,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Prediction {
+    pub label: String,
+    pub score: f32,
+    pub top_k: Vec<LabelScore>,
+}
+
+/// A trained model ready to predict.
+pub struct LoadedModel {
+    pub config: ModelConfig,
+    backbone: Arc<LoadedBackbone>,
+    head: Head,
+    standardizer: Standardizer,
+}
+
+impl LoadedModel {
+    /// Loads a model folder. A head-only model shares the registry's frozen backbone; a
+    /// fine-tuned one loads its own backbone weights.
+    pub fn load(dir: &Path, registry: &Registry) -> Result<LoadedModel, ServeError> {
+        let config = read_config(dir).map_err(|e| ServeError::Corrupt(e.to_string()))?;
+        let tensors = candle_core::safetensors::load(dir.join(WEIGHTS_FILE), registry.device())
+            .map_err(|e| ServeError::Corrupt(format!("{WEIGHTS_FILE}: {e}")))?;
+        let head = Head::from_tensors(|n| tensors.get(n).cloned(), config.dropout as f32)
+            .map_err(|e| ServeError::Corrupt(e.to_string()))?;
+        let get = |n: &str| {
+            tensors
+                .get(n)
+                .cloned()
+                .ok_or_else(|| ServeError::Corrupt(format!("{WEIGHTS_FILE} has no {n}")))
+        };
+        let standardizer = Standardizer {
+            mean: get("features.mean")?,
+            std: get("features.std")?,
+        };
+        if head.num_classes() != config.labels.len() {
+            return Err(ServeError::Corrupt(format!(
+                "the head has {} outputs but model.json lists {} labels",
+                head.num_classes(),
+                config.labels.len()
+            )));
+        }
+        let backbone = if config.finetuned_backbone {
+            let weights = dir.join(BACKBONE_FILE);
+            if !weights.is_file() {
+                return Err(ServeError::Corrupt(format!("{BACKBONE_FILE} is missing")));
+            }
+            Arc::new(
+                registry
+                    .load(&config.backbone, Some(&weights), WeightsMode::Frozen)
+                    .map_err(|e| match e {
+                        BackboneError::Load { message, .. } => ServeError::Corrupt(message),
+                        other => ServeError::Backbone(other),
+                    })?,
+            )
+        } else {
+            registry.frozen(&config.backbone)?
+        };
+        if backbone.net.embedding_dim() != standardizer.mean.dims()[0] {
+            return Err(ServeError::Corrupt(
+                "feature width does not match the backbone".into(),
+            ));
+        }
+        Ok(LoadedModel {
+            config,
+            backbone,
+            head,
+            standardizer,
+        })
+    }
+
+    pub fn modality(&self) -> Modality {
+        self.config.modality
+    }
+
+    fn probabilities(&self, feats: &Tensor) -> Result<Vec<Vec<f32>>, ServeError> {
+        let logits = self
+            .head
+            .forward(&self.standardizer.apply(feats)?, false)?
+            .to_vec2::<f32>()?;
+        Ok(softmax_rows(&logits, self.config.temperature as f32))
+    }
+
+    /// Predictions for texts, in input order.
+    pub fn predict_texts(&self, texts: &[String], top_k: usize) -> Result<Vec<Prediction>, ServeError> {
+        if self.config.modality != Modality::Text {
+            return Err(ServeError::BadInput(
+                "this is an image model; send images (multipart `file` parts or {\"inputs\":[{\"image_base64\":...}]})".into(),
+            ));
+        }
+        let max_length = self.config.max_length.unwrap_or(256);
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| texts[i].len());
+        let mut probs: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
+        let device = self.standardizer.mean.device().clone();
+        for chunk in order.chunks(PREDICT_BATCH) {
+            let batch_texts: Vec<&str> = chunk.iter().map(|&i| texts[i].as_str()).collect();
+            let batch = self.backbone.prep.text_batch(&batch_texts, max_length, &device)?;
+            let feats = self.backbone.net.forward(&batch, false)?;
+            for (row, &i) in self.probabilities(&feats)?.into_iter().zip(chunk) {
+                probs[i] = row;
+            }
+        }
+        Ok(probs.iter().map(|p| self.rank(p, top_k)).collect())
+    }
+
+    fn rank(&self, probs: &[f32], top_k: usize) -> Prediction {
+        let mut idx: Vec<usize> = (0..probs.len()).collect();
+        idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+        let top: Vec<LabelScore> = idx
+            .iter()
+            .take(top_k.max(1))
+            .map(|&i| LabelScore {
+                label: self.config.labels[i].clone(),
+                score: probs[i],
+            })
+            .collect();
+        Prediction {
+            label: top[0].label.clone(),
+            score: top[0].score,
+            top_k: top,
+        }
+    }
+}

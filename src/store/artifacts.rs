@@ -1,0 +1,162 @@
+//! The artefact folder: uploaded datasets and trained models, one directory each under the
+//! data folder. New artefacts are built in `tmp/` and renamed into place whole, so a reader
+//! (or a crash) never sees half of one.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use uuid::Uuid;
+
+use super::{StoreError, StoreResult};
+
+/// Paths inside the data folder.
+#[derive(Clone, Debug)]
+pub struct Artifacts {
+    root: PathBuf,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl Artifacts {
+    /// Creates the folder layout under `root` if needed.
+    pub fn open(root: &Path) -> StoreResult<Artifacts> {
+        let a = Artifacts {
+            root: root.to_path_buf(),
+        };
+        for dir in [a.tmp_dir(), a.root.join("datasets"), a.root.join("models")] {
+            fs::create_dir_all(&dir).map_err(io(&dir))?;
+        }
+        Ok(a)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.root.join("warmstart.db")
+    }
+
+    /// Scratch space; emptied at start-up.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    pub fn dataset_dir(&self, id: &str) -> PathBuf {
+        self.root.join("datasets").join(id)
+    }
+
+    pub fn model_dir(&self, id: &str) -> PathBuf {
+        self.root.join("models").join(id)
+    }
+
+    /// A fresh, unique path in the scratch folder (nothing is created).
+    pub fn tmp_path(&self, suffix: &str) -> PathBuf {
+        self.tmp_dir().join(format!("{}{suffix}", Uuid::new_v4()))
+    }
+
+    /// A fresh scratch directory to build an artefact in before [`Artifacts::commit_dir`].
+    pub fn staging_dir(&self) -> StoreResult<PathBuf> {
+        let dir = self.tmp_path(".staging");
+        fs::create_dir_all(&dir).map_err(io(&dir))?;
+        Ok(dir)
+    }
+
+    /// Moves a finished staging directory to its final place (atomic on one filesystem).
+    pub fn commit_dir(&self, staging: &Path, dest: &Path) -> StoreResult<()> {
+        sync_dir_contents(staging);
+        fs::rename(staging, dest).map_err(io(dest))?;
+        if let Some(parent) = dest.parent() {
+            sync_dir(parent);
+        }
+        Ok(())
+    }
+
+    /// Removes an artefact directory; a missing one is not an error.
+    pub fn remove_dir(&self, dir: &Path) -> StoreResult<()> {
+        match fs::remove_dir_all(dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(dir)(e)),
+        }
+    }
+
+    /// Start-up sweep: empties the scratch folder and removes dataset and model folders that
+    /// no row references (left by a crash between writing an artefact and its row, or
+    /// between deleting a row and its folder). Returns how many entries were removed.
+    pub fn sweep(
+        &self,
+        known_datasets: &HashSet<String>,
+        known_models: &HashSet<String>,
+    ) -> StoreResult<usize> {
+        let mut removed = 0;
+        let tmp = self.tmp_dir();
+        for entry in fs::read_dir(&tmp).map_err(io(&tmp))? {
+            let path = entry.map_err(io(&tmp))?.path();
+            let result = if path.is_dir() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            result.map_err(io(&path))?;
+            removed += 1;
+        }
+        for (kind, known) in [("datasets", known_datasets), ("models", known_models)] {
+            let dir = self.root.join(kind);
+            for entry in fs::read_dir(&dir).map_err(io(&dir))? {
+                let entry = entry.map_err(io(&dir))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !known.contains(&name) {
+                    tracing::warn!(kind, id = %name, "removing orphaned artefact");
+                    self.remove_dir(&entry.path())?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Writes `bytes` to `path` through a temp file in the same folder, fsync and rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension(format!("{}.part", Uuid::new_v4().simple()));
+    let result = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn sync_dir_contents(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let p = entry.path();
+            if p.is_file() {
+                if let Ok(f) = fs::File::open(&p) {
+                    let _ = f.sync_all();
+                }
+            } else if p.is_dir() {
+                sync_dir_contents(&p);
+            }
+        }
+    }
+    sync_dir(dir);
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(f) = fs::File::open(dir) {
+        let _ = f.sync_all();
+    }
+}

@@ -1,0 +1,98 @@
+//! Dataset rows. The examples themselves live in the dataset's artefact folder.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{Db, StoreResult, parse_json, to_json};
+use crate::backbones::Modality;
+
+/// A stored dataset, as the API shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct DatasetRecord {
+    pub id: String,
+    pub name: String,
+    pub modality: Modality,
+    pub num_examples: usize,
+    pub labels: Vec<String>,
+    pub label_counts: BTreeMap<String, usize>,
+    pub warnings: Vec<String>,
+    pub format: String,
+    pub created_at: String,
+    #[serde(skip)]
+    pub tenant: String,
+}
+
+fn from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<DatasetRecord> {
+    let modality: String = row.try_get("modality")?;
+    Ok(DatasetRecord {
+        id: row.try_get("id")?,
+        tenant: row.try_get("tenant")?,
+        name: row.try_get("name")?,
+        modality: Modality::parse(&modality).unwrap_or(Modality::Text),
+        num_examples: row.try_get::<i64, _>("num_examples")? as usize,
+        labels: parse_json("labels", &row.try_get::<String, _>("labels")?)?,
+        label_counts: parse_json("label_counts", &row.try_get::<String, _>("label_counts")?)?,
+        warnings: parse_json("warnings", &row.try_get::<String, _>("warnings")?)?,
+        format: row.try_get("source_format")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+impl Db {
+    pub async fn insert_dataset(&self, d: &DatasetRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO datasets (id, tenant, name, modality, num_examples, labels, label_counts,
+             warnings, source_format, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&d.id)
+        .bind(&d.tenant)
+        .bind(&d.name)
+        .bind(d.modality.as_str())
+        .bind(d.num_examples as i64)
+        .bind(to_json(&d.labels))
+        .bind(to_json(&d.label_counts))
+        .bind(to_json(&d.warnings))
+        .bind(&d.format)
+        .bind(&d.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn get_dataset(&self, tenant: &str, id: &str) -> StoreResult<Option<DatasetRecord>> {
+        let row = sqlx::query("SELECT * FROM datasets WHERE id = ? AND tenant = ?")
+            .bind(id)
+            .bind(tenant)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    pub async fn list_datasets(&self, tenant: &str) -> StoreResult<Vec<DatasetRecord>> {
+        let rows =
+            sqlx::query("SELECT * FROM datasets WHERE tenant = ? ORDER BY created_at DESC, id")
+                .bind(tenant)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(from_row).collect()
+    }
+
+    /// Deletes the row; returns whether one existed.
+    pub async fn delete_dataset(&self, tenant: &str, id: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM datasets WHERE id = ? AND tenant = ?")
+            .bind(id)
+            .bind(tenant)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Every dataset id, for the start-up sweep of orphaned artefacts.
+    pub async fn all_dataset_ids(&self) -> StoreResult<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT id FROM datasets")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+}

@@ -1,0 +1,51 @@
+//! Persistence: SQLite rows (through sqlx) and the artefact folder they point at.
+//!
+//! Every row that names a file is written after the file is complete on disk, so a crash
+//! never leaves a row pointing at half an artefact; artefacts without a row are swept at
+//! start-up.
+
+pub mod artifacts;
+pub mod datasets;
+pub mod db;
+pub mod jobs;
+pub mod models;
+
+pub use artifacts::Artifacts;
+pub use db::Db;
+
+/// Errors from the persistence layer. Clients never see their details.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("corrupt JSON in column {column}: {source}")]
+    Json {
+        column: &'static str,
+        source: serde_json::Error,
+    },
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Current time as the RFC 3339 UTC text stored in every timestamp column.
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    column: &'static str,
+    text: &str,
+) -> StoreResult<T> {
+    serde_json::from_str(text).map_err(|source| StoreError::Json { column, source })
+}
+
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("serialising plain data to JSON cannot fail")
+}

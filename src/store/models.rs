@@ -1,0 +1,92 @@
+//! Trained-model rows. The weights and the preprocessing config live in the model's
+//! artefact folder, written before the row.
+
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::Row;
+
+use super::{Db, StoreResult, parse_json, to_json};
+use crate::backbones::Modality;
+
+/// A stored model, as the API shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelRecord {
+    pub id: String,
+    pub job_id: String,
+    pub dataset_id: String,
+    pub backbone: String,
+    pub modality: Modality,
+    pub labels: Vec<String>,
+    pub metrics: Value,
+    pub created_at: String,
+    #[serde(skip)]
+    pub tenant: String,
+}
+
+fn from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<ModelRecord> {
+    let modality: String = row.try_get("modality")?;
+    Ok(ModelRecord {
+        id: row.try_get("id")?,
+        tenant: row.try_get("tenant")?,
+        job_id: row.try_get("job_id")?,
+        dataset_id: row.try_get("dataset_id")?,
+        backbone: row.try_get("backbone")?,
+        modality: Modality::parse(&modality).unwrap_or(Modality::Text),
+        labels: parse_json("labels", &row.try_get::<String, _>("labels")?)?,
+        metrics: parse_json("metrics", &row.try_get::<String, _>("metrics")?)?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+impl Db {
+    pub async fn insert_model(&self, m: &ModelRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO models (id, tenant, job_id, dataset_id, backbone, modality, labels,
+             metrics, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&m.id)
+        .bind(&m.tenant)
+        .bind(&m.job_id)
+        .bind(&m.dataset_id)
+        .bind(&m.backbone)
+        .bind(m.modality.as_str())
+        .bind(to_json(&m.labels))
+        .bind(to_json(&m.metrics))
+        .bind(&m.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn get_model(&self, tenant: &str, id: &str) -> StoreResult<Option<ModelRecord>> {
+        let row = sqlx::query("SELECT * FROM models WHERE id = ? AND tenant = ?")
+            .bind(id)
+            .bind(tenant)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    pub async fn list_models(&self, tenant: &str) -> StoreResult<Vec<ModelRecord>> {
+        let rows = sqlx::query("SELECT * FROM models WHERE tenant = ? ORDER BY created_at DESC, id")
+            .bind(tenant)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(from_row).collect()
+    }
+
+    pub async fn delete_model(&self, tenant: &str, id: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM models WHERE id = ? AND tenant = ?")
+            .bind(id)
+            .bind(tenant)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn all_model_ids(&self) -> StoreResult<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT id FROM models")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+}

@@ -1,0 +1,85 @@
+//! A trained model on disk: `model.json` (labels, backbone, preprocessing, head shape,
+//! temperature), `model.safetensors` (head and feature standardisation) and, when the
+//! backbone was fine-tuned, `backbone.safetensors` with its own weights. The same files,
+//! zipped, are the download archive, and the service loads them back.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+
+use crate::backbones::Modality;
+
+pub const CONFIG_FILE: &str = "model.json";
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const BACKBONE_FILE: &str = "backbone.safetensors";
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ModelConfig {
+    pub format_version: u32,
+    pub backbone: String,
+    pub modality: Modality,
+    /// Class names; index = output unit.
+    pub labels: Vec<String>,
+    /// Text: tokens kept per input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_length: Option<usize>,
+    /// Image: square input resolution.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<usize>,
+    pub hidden_units: usize,
+    pub dropout: f64,
+    /// Softmax temperature fitted on validation logits (1 = uncalibrated).
+    pub temperature: f64,
+    /// Whether `backbone.safetensors` holds fine-tuned backbone weights.
+    pub finetuned_backbone: bool,
+}
+
+/// Everything needed to save a trained model.
+pub struct ModelArtifact {
+    pub config: ModelConfig,
+    /// `head.*`, `features.mean`, `features.std`.
+    pub tensors: Vec<(String, Tensor)>,
+    /// Fine-tuned backbone weights, by their safetensors names.
+    pub backbone: Option<Vec<(String, Tensor)>>,
+}
+
+impl ModelArtifact {
+    /// Writes the files into `dir` (a staging folder the caller renames into place).
+    pub fn save(&self, dir: &Path) -> std::io::Result<()> {
+        let to_io = |e: candle_core::Error| std::io::Error::other(e.to_string());
+        let map: HashMap<String, Tensor> = self.tensors.iter().cloned().collect();
+        candle_core::safetensors::save(&map, dir.join(WEIGHTS_FILE)).map_err(to_io)?;
+        if let Some(bb) = &self.backbone {
+            let map: HashMap<String, Tensor> = bb.iter().cloned().collect();
+            candle_core::safetensors::save(&map, dir.join(BACKBONE_FILE)).map_err(to_io)?;
+        }
+        let json = serde_json::to_vec_pretty(&self.config)?;
+        std::fs::write(dir.join(CONFIG_FILE), json)
+    }
+}
+
+/// Reads and checks `model.json`.
+pub fn read_config(dir: &Path) -> std::io::Result<ModelConfig> {
+    let bytes = std::fs::read(dir.join(CONFIG_FILE))?;
+    let config: ModelConfig = serde_json::from_slice(&bytes)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    if config.format_version != FORMAT_VERSION {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "model format version {} is not supported (expected {FORMAT_VERSION})",
+                config.format_version
+            ),
+        ));
+    }
+    if config.labels.len() < 2 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "a model needs at least 2 labels",
+        ));
+    }
+    Ok(config)
+}

@@ -1,0 +1,225 @@
+//! The resolved recipe of a job: every hyperparameter concrete, the unspecified ones chosen
+//! from the data (modality, size, class balance), each automatic choice with its reason.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::hyper::{
+    AugmentOptions, AugmentSpec, Choice, ClassWeights, DataProfile, Hyperparameters, Unfreeze,
+    ValidationSpec,
+};
+use crate::backbones::Modality;
+
+/// Optimiser steps the head gets on cached features when `head_epochs` is not given: at
+/// 8-16 examples per class a fixed epoch count would mean a handful of steps.
+const HEAD_TARGET_STEPS: usize = 300;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Recipe {
+    pub backbone: String,
+    pub validation: ValidationSpec,
+    pub seed: u64,
+    pub head_epochs: u32,
+    pub head_batch_size: usize,
+    pub head_lr: f64,
+    pub finetune_epochs: u32,
+    pub batch_size: usize,
+    pub backbone_lr: f64,
+    /// Head rate while fine-tuning (the backbone's is far lower).
+    pub finetune_head_lr: f64,
+    pub weight_decay: f64,
+    pub l1: f64,
+    pub dropout: f64,
+    pub label_smoothing: f64,
+    pub augment: Option<AugmentOptions>,
+    pub early_stopping_patience: u32,
+    pub unfreeze: Unfreeze,
+    pub class_weights: ClassWeights,
+    pub hidden_units: usize,
+    pub max_length: usize,
+    pub choices: Vec<Choice>,
+}
+
+struct Chooser<'a> {
+    given: &'a Hyperparameters,
+    choices: Vec<Choice>,
+}
+
+impl Chooser<'_> {
+    fn pick<T: Serialize + Clone>(
+        &mut self,
+        name: &str,
+        given: Option<T>,
+        auto: impl FnOnce() -> (T, String),
+    ) -> T {
+        match given {
+            Some(v) => v,
+            None => {
+                let (v, reason) = auto();
+                self.choices.push(Choice {
+                    parameter: name.to_string(),
+                    value: json!(v),
+                    reason,
+                });
+                v
+            }
+        }
+    }
+}
+
+/// Resolves every hyperparameter for this data. `backbone` is already resolved.
+pub fn resolve(
+    h: &Hyperparameters,
+    validation: Option<&ValidationSpec>,
+    backbone: &str,
+    backbone_reason: Option<String>,
+    seed: u64,
+    data: &DataProfile,
+) -> Recipe {
+    let mut c = Chooser {
+        given: h,
+        choices: Vec::new(),
+    };
+    if let Some(reason) = backbone_reason {
+        c.choices.push(Choice {
+            parameter: "backbone".into(),
+            value: json!(backbone),
+            reason,
+        });
+    }
+    let text = data.modality == Modality::Text;
+    let n = data.num_examples;
+    let per_class = data.per_class();
+
+    let validation = c.pick("validation", validation.cloned(), || {
+        (
+            ValidationSpec::Holdout { fraction: 0.2 },
+            "stratified 20% holdout, fixed by the seed".into(),
+        )
+    });
+    let train_fraction = match &validation {
+        ValidationSpec::Holdout { fraction } => 1.0 - fraction,
+        ValidationSpec::Kfold { folds } => 1.0 - 1.0 / *folds as f64,
+    };
+    let n_train = ((n as f64 * train_fraction).round() as usize).max(1);
+
+    let head_batch_size = 32usize.min(n_train);
+    let head_epochs = c.pick("head_epochs", c.given.head_epochs, || {
+        let steps_per_epoch = n_train.div_ceil(head_batch_size);
+        let epochs = HEAD_TARGET_STEPS.div_ceil(steps_per_epoch).clamp(5, 300) as u32;
+        (
+            epochs,
+            format!(
+                "about {HEAD_TARGET_STEPS} optimiser steps on cached features ({steps_per_epoch} steps per epoch of {n_train} training examples); early stopping picks the best"
+            ),
+        )
+    });
+    let head_lr = c.pick("head_lr", c.given.head_lr, || {
+        (1e-3, "AdamW on standardised features".into())
+    });
+    let finetune_epochs = c.pick("finetune_epochs", c.given.finetune_epochs, || {
+        let (e, why) = match (text, n_train) {
+            (true, 0..=2000) => (4, "small text set"),
+            (true, 2001..=10000) => (3, "medium text set"),
+            (true, _) => (2, "large text set: each epoch is long"),
+            (false, 0..=1000) => (6, "small image set"),
+            (false, _) => (4, "larger image set"),
+        };
+        (
+            e,
+            format!(
+                "{why}; fine-tuning competes with the head-only model on validation and the better one is kept ({per_class:.0} examples per class)"
+            ),
+        )
+    });
+    let batch_size = c.pick(
+        "batch_size",
+        c.given.batch_size.map(|b| b as usize),
+        || (16usize.min(n_train), "small batches: many steps on small data, bounded memory on CPU".into()),
+    );
+    let backbone_lr = c.pick("backbone_lr", c.given.backbone_lr, || {
+        if text {
+            (3e-5, "standard BERT fine-tuning rate, far below the head's".into())
+        } else {
+            (1e-4, "a tenth of the head's rate: adapt the pre-trained filters, don't erase them".into())
+        }
+    });
+    let finetune_head_lr = 1e-3;
+    let weight_decay = c.pick("weight_decay", c.given.weight_decay, || {
+        (0.01, "AdamW default; biases and norms are not decayed".into())
+    });
+    let l1 = c.given.l1.unwrap_or(0.0);
+    let dropout = c.pick("dropout", c.given.dropout, || {
+        if text {
+            (0.1, "light dropout on the head".into())
+        } else {
+            (0.2, "image features are wide: more dropout on the head".into())
+        }
+    });
+    let label_smoothing = c.pick("label_smoothing", c.given.label_smoothing, || {
+        (0.1, "softens over-confident fits on few examples".into())
+    });
+    let augment = match &c.given.augment {
+        Some(AugmentSpec::Enabled(false)) => None,
+        Some(AugmentSpec::Enabled(true)) => Some(AugmentOptions::default()),
+        Some(AugmentSpec::Custom(a)) => Some(a.clone()),
+        None if !text => {
+            c.choices.push(Choice {
+                parameter: "augment".into(),
+                value: json!(true),
+                reason: "images: random resized crop, flip and colour jitter while fine-tuning".into(),
+            });
+            Some(AugmentOptions::default())
+        }
+        None => None,
+    };
+    let early_stopping_patience =
+        c.pick("early_stopping_patience", c.given.early_stopping_patience, || {
+            (
+                if text { 2 } else { 3 },
+                "validation rounds without improvement before stopping; the best checkpoint is restored".into(),
+            )
+        });
+    let unfreeze = c.pick("unfreeze", c.given.unfreeze, || {
+        (Unfreeze::All, "all blocks, at a low rate".into())
+    });
+    let class_weights = c.pick("class_weights", c.given.class_weights, || {
+        if data.imbalance() > 3.0 {
+            (
+                ClassWeights::Balanced,
+                format!(
+                    "the largest class is {:.1}x the smallest: balanced weights keep minority classes from being ignored",
+                    data.imbalance()
+                ),
+            )
+        } else {
+            (ClassWeights::None, "classes are roughly balanced".into())
+        }
+    });
+    let hidden_units = c.given.hidden_units.unwrap_or(0) as usize;
+    let max_length = c.given.max_length.unwrap_or(256) as usize;
+    let choices = c.choices;
+    Recipe {
+        backbone: backbone.to_string(),
+        validation,
+        seed,
+        head_epochs,
+        head_batch_size,
+        head_lr,
+        finetune_epochs,
+        batch_size,
+        backbone_lr,
+        finetune_head_lr,
+        weight_decay,
+        l1,
+        dropout,
+        label_smoothing,
+        augment,
+        early_stopping_patience,
+        unfreeze,
+        class_weights,
+        hidden_units,
+        max_length,
+        choices,
+    }
+}

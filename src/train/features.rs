@@ -1,0 +1,75 @@
+//! Feature extraction with the backbone frozen: every example goes through the backbone
+//! exactly once, and the head trains on these cached features. Texts are sorted by length
+//! so each batch pads little.
+
+use candle_core::{Device, Tensor};
+
+use super::{Example, ExampleInput, Observer, TrainError, TrainResult, check_cancel};
+use crate::backbones::registry::LoadedBackbone;
+
+/// Examples per forward pass during extraction.
+const EXTRACT_BATCH: usize = 32;
+
+/// Pooled features `[N, D]` of `examples`, in their order.
+pub fn extract(
+    backbone: &LoadedBackbone,
+    examples: &[Example],
+    max_length: usize,
+    device: &Device,
+    obs: &mut dyn Observer,
+) -> TrainResult<Tensor> {
+    let n = examples.len();
+    let texts: Vec<&str> = examples
+        .iter()
+        .map(|e| match &e.input {
+            ExampleInput::Text(t) => Ok(t.as_str()),
+            ExampleInput::ImageFile(_) => Err(TrainError::Data(
+                "image examples given to a text backbone".into(),
+            )),
+        })
+        .collect::<TrainResult<_>>()?;
+    let mut order: Vec<usize> = (0..n).collect();
+    let costs: Vec<usize> = texts.iter().map(|t| backbone.prep.text_cost(t)).collect();
+    order.sort_by_key(|&i| costs[i]);
+
+    let mut rows: Vec<Option<Tensor>> = vec![None; n];
+    let mut done = 0;
+    for chunk in order.chunks(EXTRACT_BATCH) {
+        check_cancel(obs)?;
+        let batch_texts: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
+        let batch = backbone.prep.text_batch(&batch_texts, max_length, device)?;
+        let feats = backbone.net.forward(&batch, false)?.detach();
+        for (j, &i) in chunk.iter().enumerate() {
+            rows[i] = Some(feats.get(j)?);
+        }
+        done += chunk.len();
+        obs.progress(0, 0, done as f64 / n as f64);
+    }
+    let rows: Vec<Tensor> = rows.into_iter().map(|r| r.expect("every row extracted")).collect();
+    Ok(Tensor::stack(&rows, 0)?)
+}
+
+/// Per-feature mean and standard deviation over the given rows (the head is sensitive to
+/// feature scale, so cached features are standardised with training statistics).
+pub struct Standardizer {
+    pub mean: Tensor,
+    pub std: Tensor,
+}
+
+impl Standardizer {
+    pub fn fit(features: &Tensor) -> TrainResult<Standardizer> {
+        let mean = features.mean_keepdim(0)?;
+        let centered = features.broadcast_sub(&mean)?;
+        let var = centered.sqr()?.mean_keepdim(0)?;
+        // A floor keeps near-constant features from being blown up into noise.
+        let std = (var + 1e-6)?.sqrt()?.clamp(1e-3f32, f32::MAX)?;
+        Ok(Standardizer {
+            mean: mean.squeeze(0)?,
+            std: std.squeeze(0)?,
+        })
+    }
+
+    pub fn apply(&self, features: &Tensor) -> candle_core::Result<Tensor> {
+        features.broadcast_sub(&self.mean)?.broadcast_div(&self.std)
+    }
+}

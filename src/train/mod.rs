@@ -1,0 +1,107 @@
+//! The transfer-learning recipe (DESIGN §3): prepare the data the way the backbone was
+//! pre-trained, extract features once with the backbone frozen, train a new head on the
+//! cached features, optionally fine-tune the backbone at a much lower rate, keep whichever
+//! did better on validation, and measure the result.
+//!
+//! This layer knows candle and the backbones, never HTTP or the database: a job reports
+//! through the [`Observer`] it is given.
+
+pub mod artifact;
+pub mod defaults;
+pub mod features;
+pub mod finetune;
+pub mod head;
+pub mod head_train;
+pub mod hyper;
+pub mod metrics;
+pub mod optim;
+pub mod recipe;
+
+use std::path::PathBuf;
+
+use crate::backbones::{BackboneError, Modality};
+use crate::store::jobs::Stage;
+
+pub use artifact::ModelArtifact;
+pub use hyper::{Hyperparameters, ValidationSpec};
+pub use recipe::{Engine, TrainOutcome};
+
+/// One labelled example, its label as an index into the label list.
+#[derive(Debug, Clone)]
+pub struct Example {
+    pub input: ExampleInput,
+    pub label: usize,
+}
+
+#[derive(Debug, Clone)]
+pub enum ExampleInput {
+    Text(String),
+    /// An image file in the dataset's artefact folder.
+    ImageFile(PathBuf),
+}
+
+/// Everything a training run needs.
+#[derive(Debug, Clone)]
+pub struct TrainRequest {
+    pub modality: Modality,
+    pub labels: Vec<String>,
+    pub examples: Vec<Example>,
+    /// `"auto"` or a backbone id.
+    pub backbone: String,
+    pub hyperparameters: Hyperparameters,
+    pub validation: Option<ValidationSpec>,
+    pub seed: u64,
+}
+
+/// How a running job tells the world what it is doing. Implemented by the job queue.
+pub trait Observer {
+    /// The resolved recipe, once chosen (recorded on the job).
+    fn recipe(&mut self, recipe: &serde_json::Value);
+    fn stage(&mut self, stage: Stage, message: &str);
+    /// Progress inside the current stage.
+    fn progress(&mut self, epoch: u32, epochs: u32, fraction: f64);
+    /// End of an epoch (or of a round of head training) with its metrics.
+    fn epoch(&mut self, stage: Stage, epoch: u32, epochs: u32, metrics: serde_json::Value);
+    fn log(&mut self, message: &str);
+    /// Polled between steps; a `true` stops the run with [`TrainError::Cancelled`].
+    fn cancelled(&self) -> bool;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("the job was cancelled")]
+    Cancelled,
+    #[error(transparent)]
+    Backbone(#[from] BackboneError),
+    /// The data cannot be trained on as asked (shown to the user).
+    #[error("{0}")]
+    Data(String),
+    #[error("numerical failure: {0}")]
+    Candle(#[from] candle_core::Error),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl TrainError {
+    /// Stable snake_case code for the job's `error.code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            TrainError::Cancelled => "cancelled",
+            TrainError::Backbone(BackboneError::Unavailable { .. }) => "backbone_unavailable",
+            TrainError::Backbone(_) => "backbone_error",
+            TrainError::Data(_) => "invalid_data",
+            TrainError::Candle(_) => "training_error",
+            TrainError::Io(_) => "io_error",
+        }
+    }
+}
+
+pub type TrainResult<T> = Result<T, TrainError>;
+
+pub(crate) fn check_cancel(obs: &dyn Observer) -> TrainResult<()> {
+    if obs.cancelled() {
+        Err(TrainError::Cancelled)
+    } else {
+        Ok(())
+    }
+}

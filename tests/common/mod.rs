@@ -1,0 +1,188 @@
+//! Shared test harness: a service on a temp data folder with tiny random-weight backbones
+//! of the real architectures, driven through its real router.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+use warmstart::app::App;
+use warmstart::config::Config;
+
+pub struct TestApp {
+    pub app: Option<App>,
+    pub router: Router,
+    pub dir: tempfile::TempDir,
+}
+
+/// Writes tiny backbones into `models`.
+pub fn write_tiny_models(models: &Path) {
+    warmstart::backbones::bert::write_tiny_bert(&models.join("minilm-l6"), 7).expect("tiny bert");
+}
+
+impl TestApp {
+    pub async fn start() -> TestApp {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+        let dir = tempfile::tempdir().unwrap();
+        write_tiny_models(&dir.path().join("models"));
+        Self::start_in(dir, tweak).await
+    }
+
+    /// Starts (or restarts) a service on an existing folder.
+    pub async fn start_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut Config)) -> TestApp {
+        let mut config = Config::new(dir.path().join("data"), dir.path().join("models"));
+        tweak(&mut config);
+        let app = App::build(config).await.expect("app builds");
+        let router = app.router();
+        TestApp {
+            app: Some(app),
+            router,
+            dir,
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Stops the workers and hands back the folder (to restart on it).
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(app) = self.app.take() {
+            app.shutdown().await;
+        }
+        self.dir
+    }
+
+    pub async fn send(&self, req: Request<Body>) -> (StatusCode, Value) {
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        (status, value)
+    }
+
+    pub async fn get(&self, uri: &str) -> (StatusCode, Value) {
+        self.send(Request::get(uri).body(Body::empty()).unwrap()).await
+    }
+
+    pub async fn delete(&self, uri: &str) -> (StatusCode, Value) {
+        self.send(Request::delete(uri).body(Body::empty()).unwrap()).await
+    }
+
+    pub async fn post_json(&self, uri: &str, body: Value) -> (StatusCode, Value) {
+        self.send(
+            Request::post(uri)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// Multipart upload of one `file` part (plus optional text parts).
+    pub async fn upload(
+        &self,
+        uri: &str,
+        file_name: &str,
+        bytes: &[u8],
+        fields: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
+        let (content_type, body) = multipart(&[("file", Some(file_name), bytes)], fields);
+        self.send(
+            Request::post(uri)
+                .header(header::CONTENT_TYPE, content_type)
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub async fn upload_dataset(&self, file_name: &str, bytes: &[u8]) -> Value {
+        let (status, body) = self.upload("/v1/datasets", file_name, bytes, &[]).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body
+    }
+
+    /// Polls a job until it reaches a terminal status.
+    pub async fn wait_job(&self, id: &str, timeout: Duration) -> Value {
+        let start = Instant::now();
+        loop {
+            let (status, job) = self.get(&format!("/v1/jobs/{id}")).await;
+            assert_eq!(status, StatusCode::OK, "{job}");
+            if ["succeeded", "failed", "cancelled"].contains(&job["status"].as_str().unwrap()) {
+                return job;
+            }
+            assert!(start.elapsed() < timeout, "job did not finish in {timeout:?}: {job}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Uploads a dataset, trains with the given hyperparameters, waits for success.
+    pub async fn train(&self, csv: &str, hyper: Value) -> (Value, Value) {
+        let ds = self.upload_dataset("data.csv", csv.as_bytes()).await;
+        let (status, job) = self
+            .post_json("/v1/jobs", json!({"dataset_id": ds["id"], "hyperparameters": hyper}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{job}");
+        let job = self.wait_job(job["id"].as_str().unwrap(), Duration::from_secs(120)).await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+        (ds, job)
+    }
+}
+
+/// Builds a multipart/form-data body.
+pub fn multipart(files: &[(&str, Option<&str>, &[u8])], fields: &[(&str, &str)]) -> (String, Vec<u8>) {
+    let boundary = "warmstart-test-boundary-7d3f";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+                .as_bytes(),
+        );
+    }
+    for (name, file_name, bytes) in files {
+        let disposition = match file_name {
+            Some(f) => format!("form-data; name=\"{name}\"; filename=\"{f}\""),
+            None => format!("form-data; name=\"{name}\""),
+        };
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: {disposition}\r\nContent-Type: application/octet-stream\r\n\r\n")
+                .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// A small separable text dataset: `per_class` examples of each of three topics.
+pub fn topic_csv(per_class: usize) -> String {
+    let topics = [
+        ("sports", ["football", "goal", "match", "team", "score", "player"]),
+        ("food", ["pasta", "recipe", "cook", "dinner", "bread", "soup"]),
+        ("weather", ["rain", "sunny", "storm", "cloud", "wind", "snow"]),
+    ];
+    let mut out = String::from("text,label\n");
+    for (label, words) in topics {
+        for i in 0..per_class {
+            let a = words[i % words.len()];
+            let b = words[(i * 7 + 3) % words.len()];
+            out.push_str(&format!("\"the {a} and the {b}, case {i}\",{label}\n"));
+        }
+    }
+    out
+}

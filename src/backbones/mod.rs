@@ -2,6 +2,10 @@
 //! registry of which ones this installation has. Nothing above `train` sees these types;
 //! the HTTP layer only ever sees [`registry::BackboneInfo`].
 
+pub mod bert;
+pub mod layers;
+pub mod text;
+
 use candle_core::{Tensor, Var};
 use serde::{Deserialize, Serialize};
 

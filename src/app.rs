@@ -33,12 +33,16 @@ impl App {
     /// runtime (workers block on it from their own threads).
     pub async fn build(config: Config) -> anyhow::Result<App> {
         config.validate().map_err(anyhow::Error::msg)?;
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("cannot create the data folder {}", config.data_dir.display()))?;
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!(
+                "cannot create the data folder {}",
+                config.data_dir.display()
+            )
+        })?;
         let artifacts = Artifacts::open(&config.data_dir)?;
-        let db = Db::open(&artifacts.db_path())
-            .await
-            .with_context(|| format!("cannot open the database in {}", config.data_dir.display()))?;
+        let db = Db::open(&artifacts.db_path()).await.with_context(|| {
+            format!("cannot open the database in {}", config.data_dir.display())
+        })?;
 
         let datasets: HashSet<String> = db.all_dataset_ids().await?.into_iter().collect();
         let models: HashSet<String> = db.all_model_ids().await?.into_iter().collect();
@@ -49,7 +53,11 @@ impl App {
         let queue = Queue::new(db.clone());
         let (requeued, failed) = queue.recover().await?;
         if requeued + failed > 0 {
-            tracing::warn!(requeued, failed, "recovered jobs interrupted by the last shutdown");
+            tracing::warn!(
+                requeued,
+                failed,
+                "recovered jobs interrupted by the last shutdown"
+            );
         }
 
         let registry = Arc::new(Registry::new(&config.models_dir, Device::Cpu));
@@ -79,7 +87,9 @@ impl App {
             max_text_chars: config.max_text_chars,
             ..Limits::default()
         };
-        let compute = std::thread::available_parallelism().map_or(2, |n| n.get()).min(4);
+        let compute = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .min(4);
         let state = AppState {
             models: Arc::new(ModelCache::new(registry.clone(), config.model_cache)),
             config: Arc::new(config),

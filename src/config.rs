@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "warmstart", version, about = "Transfer learning on small datasets, as a service")]
+#[command(
+    name = "warmstart",
+    version,
+    about = "Transfer learning on small datasets, as a service"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

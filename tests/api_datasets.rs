@@ -12,7 +12,12 @@ async fn csv_upload_list_show_delete() {
     let app = TestApp::start().await;
     let csv = "id,text,label\n1,\"hello, world\",greet\n2,\"multi\nline\",greet\n3,bye now,farewell\n4,see you,farewell\n";
     let (status, ds) = app
-        .upload("/v1/datasets", "greetings.csv", csv.as_bytes(), &[("name", "Greetings")])
+        .upload(
+            "/v1/datasets",
+            "greetings.csv",
+            csv.as_bytes(),
+            &[("name", "Greetings")],
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{ds}");
     assert_eq!(ds["name"], "Greetings");
@@ -20,7 +25,10 @@ async fn csv_upload_list_show_delete() {
     assert_eq!(ds["num_examples"], 4);
     assert_eq!(ds["labels"], serde_json::json!(["farewell", "greet"]));
     assert_eq!(ds["label_counts"]["greet"], 2);
-    assert!(ds["warnings"][0].as_str().unwrap().contains("fewer than 5"), "{ds}");
+    assert!(
+        ds["warnings"][0].as_str().unwrap().contains("fewer than 5"),
+        "{ds}"
+    );
     assert!(ds["created_at"].as_str().unwrap().ends_with('Z'));
     let id = ds["id"].as_str().unwrap();
 
@@ -30,7 +38,13 @@ async fn csv_upload_list_show_delete() {
     let (status, shown) = app.get(&format!("/v1/datasets/{id}")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(shown["id"], ds["id"]);
-    assert!(app.data_dir().join("datasets").join(id).join("examples.jsonl").is_file());
+    assert!(
+        app.data_dir()
+            .join("datasets")
+            .join(id)
+            .join("examples.jsonl")
+            .is_file()
+    );
 
     let (status, _) = app.delete(&format!("/v1/datasets/{id}")).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
@@ -39,7 +53,12 @@ async fn csv_upload_list_show_delete() {
     assert_eq!(err["error"]["code"], "dataset_not_found");
     assert!(!app.data_dir().join("datasets").join(id).exists());
     // Nothing left in scratch space.
-    assert_eq!(std::fs::read_dir(app.data_dir().join("tmp")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(app.data_dir().join("tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,30 +69,92 @@ async fn jsonl_upload() {
     assert_eq!(ds["num_examples"], 2);
     assert_eq!(ds["format"], "jsonl");
     assert!(
-        ds["warnings"].as_array().unwrap().iter().any(|w| w.as_str().unwrap().contains("duplicate")),
+        ds["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("duplicate")),
         "{ds}"
     );
 }
 
-async fn expect_error(app: &TestApp, name: &str, bytes: &[u8], status: StatusCode, code: &str, mention: &str) {
+async fn expect_error(
+    app: &TestApp,
+    name: &str,
+    bytes: &[u8],
+    status: StatusCode,
+    code: &str,
+    mention: &str,
+) {
     let (got, body) = app.upload("/v1/datasets", name, bytes, &[]).await;
     assert_eq!(got, status, "{name}: {body}");
     assert_eq!(body["error"]["code"], code, "{name}: {body}");
     let message = body["error"]["message"].as_str().unwrap();
-    assert!(message.contains(mention), "{name}: message {message:?} should mention {mention:?}");
+    assert!(
+        message.contains(mention),
+        "{name}: message {message:?} should mention {mention:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_uploads_get_clear_errors_and_store_nothing() {
     let app = TestApp::start().await;
     let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
-    expect_error(&app, "a.csv", b"sentence,category\nhi,a\n", unprocessable, "missing_columns", "text").await;
+    expect_error(
+        &app,
+        "a.csv",
+        b"sentence,category\nhi,a\n",
+        unprocessable,
+        "missing_columns",
+        "text",
+    )
+    .await;
     expect_error(&app, "a.csv", b"", unprocessable, "empty_file", "empty").await;
-    expect_error(&app, "a.csv", b"text,label\nx,a\ny,a\n", unprocessable, "too_few_labels", "2 distinct labels").await;
-    expect_error(&app, "a.csv", b"text,label\nx,a\ny,\n", unprocessable, "empty_label", "line 3").await;
-    expect_error(&app, "a.csv", b"text,label\nx,a\n\xc3\x28,b\n", unprocessable, "invalid_utf8", "line 3").await;
-    expect_error(&app, "a.jsonl", b"{\"text\":\"x\",\"label\":\"a\"}\n{\"text\":\"y\" \"label\":\"b\"}\n", unprocessable, "malformed_jsonl", "line 2").await;
-    expect_error(&app, "a.xlsx", b"\x01\x02binary", StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_format", "CSV").await;
+    expect_error(
+        &app,
+        "a.csv",
+        b"text,label\nx,a\ny,a\n",
+        unprocessable,
+        "too_few_labels",
+        "2 distinct labels",
+    )
+    .await;
+    expect_error(
+        &app,
+        "a.csv",
+        b"text,label\nx,a\ny,\n",
+        unprocessable,
+        "empty_label",
+        "line 3",
+    )
+    .await;
+    expect_error(
+        &app,
+        "a.csv",
+        b"text,label\nx,a\n\xc3\x28,b\n",
+        unprocessable,
+        "invalid_utf8",
+        "line 3",
+    )
+    .await;
+    expect_error(
+        &app,
+        "a.jsonl",
+        b"{\"text\":\"x\",\"label\":\"a\"}\n{\"text\":\"y\" \"label\":\"b\"}\n",
+        unprocessable,
+        "malformed_jsonl",
+        "line 2",
+    )
+    .await;
+    expect_error(
+        &app,
+        "a.xlsx",
+        b"\x01\x02binary",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_format",
+        "CSV",
+    )
+    .await;
 
     // Not multipart at all.
     let (status, body) = app
@@ -90,15 +171,30 @@ async fn bad_uploads_get_clear_errors_and_store_nothing() {
     // No file part.
     let (ct, bytes) = common::multipart(&[], &[("name", "x")]);
     let (status, body) = app
-        .send(Request::post("/v1/datasets").header(header::CONTENT_TYPE, ct).body(Body::from(bytes)).unwrap())
+        .send(
+            Request::post("/v1/datasets")
+                .header(header::CONTENT_TYPE, ct)
+                .body(Body::from(bytes))
+                .unwrap(),
+        )
         .await;
     assert_eq!(status, unprocessable, "{body}");
     assert_eq!(body["error"]["code"], "missing_file");
 
     let (_, list) = app.get("/v1/datasets").await;
     assert_eq!(list["data"].as_array().unwrap().len(), 0);
-    assert_eq!(std::fs::read_dir(app.data_dir().join("datasets")).unwrap().count(), 0);
-    assert_eq!(std::fs::read_dir(app.data_dir().join("tmp")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(app.data_dir().join("datasets"))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert_eq!(
+        std::fs::read_dir(app.data_dir().join("tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,10 +204,17 @@ async fn upload_over_the_limit_is_413() {
     while csv.len() < 1_200_000 {
         csv.push_str("some words to fill the file up,a\nmore words here,b\n");
     }
-    let (status, body) = app.upload("/v1/datasets", "big.csv", csv.as_bytes(), &[]).await;
+    let (status, body) = app
+        .upload("/v1/datasets", "big.csv", csv.as_bytes(), &[])
+        .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
     assert_eq!(body["error"]["code"], "payload_too_large");
-    assert_eq!(std::fs::read_dir(app.data_dir().join("tmp")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(app.data_dir().join("tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,7 +224,10 @@ async fn unknown_routes_answer_json_404() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"]["code"], "route_not_found");
     let (status, body) = app.get("/healthz").await;
-    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("ok")));
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("ok"))
+    );
     let (status, spec) = app.get("/openapi.json").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(spec["openapi"], "3.0.3");

@@ -19,27 +19,61 @@ async fn job_requests_are_validated() {
     let ds = app.upload_dataset("d.csv", topic_csv(6).as_bytes()).await;
 
     let (status, body) = app
-        .post_json("/v1/jobs", json!({"dataset_id": "00000000-0000-0000-0000-000000000000"}))
+        .post_json(
+            "/v1/jobs",
+            json!({"dataset_id": "00000000-0000-0000-0000-000000000000"}),
+        )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert_eq!(body["error"]["code"], "dataset_not_found");
 
     let cases = [
-        (json!({"dataset_id": ds["id"], "backbone": "efficientnet-lite0"}), "backbone"),
-        (json!({"dataset_id": ds["id"], "backbone": "resnet-9000"}), "unknown backbone"),
-        (json!({"dataset_id": ds["id"], "hyperparameters": {"head_lr": -1.0}}), "head_lr"),
-        (json!({"dataset_id": ds["id"], "hyperparameters": {"dropout": 1.5}}), "dropout"),
-        (json!({"dataset_id": ds["id"], "hyperparameters": {"batch_size": 0}}), "batch_size"),
-        (json!({"dataset_id": ds["id"], "hyperparameters": {"epochs": 3}}), "epochs"),
-        (json!({"dataset_id": ds["id"], "hyperparameters": {"unfreeze": "some"}}), "unfreeze"),
-        (json!({"dataset_id": ds["id"], "validation": {"strategy": "holdout", "fraction": 0.9}}), "fraction"),
+        (
+            json!({"dataset_id": ds["id"], "backbone": "efficientnet-lite0"}),
+            "backbone",
+        ),
+        (
+            json!({"dataset_id": ds["id"], "backbone": "resnet-9000"}),
+            "unknown backbone",
+        ),
+        (
+            json!({"dataset_id": ds["id"], "hyperparameters": {"head_lr": -1.0}}),
+            "head_lr",
+        ),
+        (
+            json!({"dataset_id": ds["id"], "hyperparameters": {"dropout": 1.5}}),
+            "dropout",
+        ),
+        (
+            json!({"dataset_id": ds["id"], "hyperparameters": {"batch_size": 0}}),
+            "batch_size",
+        ),
+        (
+            json!({"dataset_id": ds["id"], "hyperparameters": {"epochs": 3}}),
+            "epochs",
+        ),
+        (
+            json!({"dataset_id": ds["id"], "hyperparameters": {"unfreeze": "some"}}),
+            "unfreeze",
+        ),
+        (
+            json!({"dataset_id": ds["id"], "validation": {"strategy": "holdout", "fraction": 0.9}}),
+            "fraction",
+        ),
         (json!({"dataset_id": ds["id"], "seed": -4}), "seed"),
     ];
     for (request, mention) in cases {
         let (status, body) = app.post_json("/v1/jobs", request.clone()).await;
-        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{request}: {body}");
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{request}: {body}"
+        );
         let msg = body["error"]["message"].as_str().unwrap();
-        assert!(msg.contains(mention), "{request}: {msg:?} should mention {mention:?}");
+        assert!(
+            msg.contains(mention),
+            "{request}: {msg:?} should mention {mention:?}"
+        );
     }
     let (status, body) = app
         .send(
@@ -59,7 +93,10 @@ async fn job_requests_are_validated() {
 async fn text_job_trains_reports_and_predicts() {
     let app = TestApp::start().await;
     let (ds, job) = app
-        .train(&topic_csv(12), json!({"finetune_epochs": 2, "head_epochs": 20}))
+        .train(
+            &topic_csv(12),
+            json!({"finetune_epochs": 2, "head_epochs": 20}),
+        )
         .await;
     assert_eq!(job["backbone"], "minilm-l6");
     assert_eq!(job["dataset_id"], ds["id"]);
@@ -68,16 +105,44 @@ async fn text_job_trains_reports_and_predicts() {
     assert!(job["error"].is_null());
     // The resolved recipe is recorded, with reasons for automatic choices.
     assert_eq!(job["config"]["finetune_epochs"], 2);
-    assert!(job["config"]["choices"].as_array().unwrap().iter().any(|c| c["parameter"] == "backbone_lr"));
+    assert!(
+        job["config"]["choices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["parameter"] == "backbone_lr")
+    );
 
     // Events: stages in order, per-epoch metrics, final event with the metrics.
-    let (_, events) = app.get(&format!("/v1/jobs/{}/events", job["id"].as_str().unwrap())).await;
+    let (_, events) = app
+        .get(&format!("/v1/jobs/{}/events", job["id"].as_str().unwrap()))
+        .await;
     let events = events["data"].as_array().unwrap();
-    let stages: Vec<&str> = events.iter().filter(|e| e["kind"] == "stage").map(|e| e["stage"].as_str().unwrap()).collect();
-    assert_eq!(stages, ["preparing", "extracting_features", "training_head", "finetuning", "evaluating"]);
-    let ft_epochs = events.iter().filter(|e| e["kind"] == "epoch" && e["stage"] == "finetuning").count();
+    let stages: Vec<&str> = events
+        .iter()
+        .filter(|e| e["kind"] == "stage")
+        .map(|e| e["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            "preparing",
+            "extracting_features",
+            "training_head",
+            "finetuning",
+            "evaluating"
+        ]
+    );
+    let ft_epochs = events
+        .iter()
+        .filter(|e| e["kind"] == "epoch" && e["stage"] == "finetuning")
+        .count();
     assert!(ft_epochs >= 1, "{events:?}");
-    assert!(events.iter().any(|e| e["kind"] == "epoch" && e["metrics"]["val_loss"].is_number()));
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "epoch" && e["metrics"]["val_loss"].is_number())
+    );
     let last = events.last().unwrap();
     assert_eq!(last["kind"], "succeeded");
     assert!(last["metrics"]["accuracy"].is_number());
@@ -90,9 +155,16 @@ async fn text_job_trains_reports_and_predicts() {
     for key in ["accuracy", "macro_f1", "log_loss"] {
         assert!(m[key].is_number(), "{key} missing: {m}");
     }
-    assert_eq!(m["confusion_matrix"]["labels"], json!(["food", "sports", "weather"]));
+    assert_eq!(
+        m["confusion_matrix"]["labels"],
+        json!(["food", "sports", "weather"])
+    );
     let matrix = m["confusion_matrix"]["matrix"].as_array().unwrap();
-    let total: u64 = matrix.iter().flat_map(|r| r.as_array().unwrap()).map(|v| v.as_u64().unwrap()).sum();
+    let total: u64 = matrix
+        .iter()
+        .flat_map(|r| r.as_array().unwrap())
+        .map(|v| v.as_u64().unwrap())
+        .sum();
     assert_eq!(total, m["validation"]["num_valid"].as_u64().unwrap());
     for label in ["food", "sports", "weather"] {
         let c = &m["per_class"][label];
@@ -119,18 +191,34 @@ async fn text_job_trains_reports_and_predicts() {
         assert!(top[0]["score"].as_f64().unwrap() >= top[1]["score"].as_f64().unwrap());
     }
     // Bad predict inputs.
-    let (status, body) = app.post_json(&format!("/v1/models/{model_id}/predict"), json!({"inputs": [1, 2]})).await;
+    let (status, body) = app
+        .post_json(
+            &format!("/v1/models/{model_id}/predict"),
+            json!({"inputs": [1, 2]}),
+        )
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    let (status, _) = app.post_json(&format!("/v1/models/{model_id}/predict"), json!({"inputs": []})).await;
+    let (status, _) = app
+        .post_json(
+            &format!("/v1/models/{model_id}/predict"),
+            json!({"inputs": []}),
+        )
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    let (status, _) = app.post_json("/v1/models/nope/predict", json!({"inputs": ["x"]})).await;
+    let (status, _) = app
+        .post_json("/v1/models/nope/predict", json!({"inputs": ["x"]}))
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // Download → import → the imported model predicts the same.
     let resp = app
         .router
         .clone()
-        .oneshot(Request::get(format!("/v1/models/{model_id}/download")).body(Body::empty()).unwrap())
+        .oneshot(
+            Request::get(format!("/v1/models/{model_id}/download"))
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
@@ -141,11 +229,20 @@ async fn text_job_trains_reports_and_predicts() {
     assert_ne!(imported["id"], model["id"]);
     assert_eq!(imported["labels"], model["labels"]);
     let inputs = json!({"inputs": ["the football match", "soup for dinner"], "top_k": 3});
-    let (_, a) = app.post_json(&format!("/v1/models/{model_id}/predict"), inputs.clone()).await;
-    let (_, b) = app.post_json(&format!("/v1/models/{}/predict", imported["id"].as_str().unwrap()), inputs).await;
+    let (_, a) = app
+        .post_json(&format!("/v1/models/{model_id}/predict"), inputs.clone())
+        .await;
+    let (_, b) = app
+        .post_json(
+            &format!("/v1/models/{}/predict", imported["id"].as_str().unwrap()),
+            inputs,
+        )
+        .await;
     assert_eq!(a, b);
     // A garbage archive is refused.
-    let (status, body) = app.upload("/v1/models", "model.zip", b"PK\x03\x04garbage", &[]).await;
+    let (status, body) = app
+        .upload("/v1/models", "model.zip", b"PK\x03\x04garbage", &[])
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
 
     // Deleting the model removes it; the dataset is untouched.
@@ -153,7 +250,9 @@ async fn text_job_trains_reports_and_predicts() {
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, _) = app.get(&format!("/v1/models/{model_id}")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = app.get(&format!("/v1/datasets/{}", ds["id"].as_str().unwrap())).await;
+    let (status, _) = app
+        .get(&format!("/v1/datasets/{}", ds["id"].as_str().unwrap()))
+        .await;
     assert_eq!(status, StatusCode::OK);
 }
 
@@ -162,7 +261,10 @@ async fn head_only_job_and_sse_stream() {
     let app = TestApp::start().await;
     let ds = app.upload_dataset("d.csv", topic_csv(8).as_bytes()).await;
     let (_, job) = app
-        .post_json("/v1/jobs", json!({"dataset_id": ds["id"], "hyperparameters": {"finetune_epochs": 0}}))
+        .post_json(
+            "/v1/jobs",
+            json!({"dataset_id": ds["id"], "hyperparameters": {"finetune_epochs": 0}}),
+        )
         .await;
     let id = job["id"].as_str().unwrap().to_string();
     // The SSE stream replays history and ends with the job.
@@ -178,7 +280,12 @@ async fn head_only_job_and_sse_stream() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert!(resp.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(
+        resp.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
     let body = tokio::time::timeout(Duration::from_secs(120), resp.into_body().collect())
         .await
         .expect("stream ends when the job ends")
@@ -187,10 +294,19 @@ async fn head_only_job_and_sse_stream() {
     let text = String::from_utf8(body.to_vec()).unwrap();
     assert!(text.contains("event: queued"), "{text}");
     assert!(text.contains("event: epoch"), "{text}");
-    assert!(text.trim_end().split("\n\n").last().unwrap().contains("event: succeeded"), "{text}");
+    assert!(
+        text.trim_end()
+            .split("\n\n")
+            .last()
+            .unwrap()
+            .contains("event: succeeded"),
+        "{text}"
+    );
     let job = app.wait_job(&id, Duration::from_secs(5)).await;
     assert_eq!(job["model_id"].is_string(), true);
-    let (_, model) = app.get(&format!("/v1/models/{}", job["model_id"].as_str().unwrap())).await;
+    let (_, model) = app
+        .get(&format!("/v1/models/{}", job["model_id"].as_str().unwrap()))
+        .await;
     assert_eq!(model["metrics"]["selected"], "head_only");
 }
 
@@ -215,25 +331,36 @@ async fn cancelling_a_running_job_stops_it_quickly() {
         assert!(start.elapsed() < Duration::from_secs(60), "{j}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (status, cancelled) = app.post_json(&format!("/v1/jobs/{id}/cancel"), json!({})).await;
+    let (status, cancelled) = app
+        .post_json(&format!("/v1/jobs/{id}/cancel"), json!({}))
+        .await;
     assert_eq!(status, StatusCode::OK, "{cancelled}");
     assert_eq!(cancelled["status"], "cancelled");
     // Cancelling again is harmless; the job never becomes succeeded.
-    let (status, _) = app.post_json(&format!("/v1/jobs/{id}/cancel"), json!({})).await;
+    let (status, _) = app
+        .post_json(&format!("/v1/jobs/{id}/cancel"), json!({}))
+        .await;
     assert_eq!(status, StatusCode::OK);
     // The worker is free again within seconds: a new head-only job finishes.
     let stopped_at = Instant::now();
     let (_, next) = app
         .post_json("/v1/jobs", json!({"dataset_id": ds["id"], "hyperparameters": {"finetune_epochs": 0, "head_epochs": 5}}))
         .await;
-    let next = app.wait_job(next["id"].as_str().unwrap(), Duration::from_secs(60)).await;
+    let next = app
+        .wait_job(next["id"].as_str().unwrap(), Duration::from_secs(60))
+        .await;
     assert_eq!(next["status"], "succeeded", "{next}");
     assert!(stopped_at.elapsed() < Duration::from_secs(20));
     let (_, j) = app.get(&format!("/v1/jobs/{id}")).await;
     assert_eq!(j["status"], "cancelled");
     assert!(j["model_id"].is_null());
     // A finished job cannot be cancelled.
-    let (status, body) = app.post_json(&format!("/v1/jobs/{}/cancel", next["id"].as_str().unwrap()), json!({})).await;
+    let (status, body) = app
+        .post_json(
+            &format!("/v1/jobs/{}/cancel", next["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
 }
 
@@ -245,7 +372,9 @@ async fn a_job_running_when_the_process_died_is_requeued_and_finishes() {
 
     // Simulate a crash: a job row left `running`, as a dead worker would leave it.
     {
-        let db = warmstart::store::Db::open(&dir.path().join("data").join("warmstart.db")).await.unwrap();
+        let db = warmstart::store::Db::open(&dir.path().join("data").join("warmstart.db"))
+            .await
+            .unwrap();
         let spec = json!({"dataset_id": ds["id"], "backbone": "auto", "hyperparameters": {"finetune_epochs": 0}, "seed": 0});
         sqlx::query(
             "INSERT INTO jobs (id, tenant, dataset_id, backbone, status, stage, request, attempts, created_at, started_at)
@@ -263,5 +392,11 @@ async fn a_job_running_when_the_process_died_is_requeued_and_finishes() {
     assert_eq!(job["status"], "succeeded", "{job}");
     assert_eq!(job["attempts"], 2);
     let (_, events) = app.get("/v1/jobs/crashed-job/events").await;
-    assert!(events["data"].as_array().unwrap().iter().any(|e| e["kind"] == "requeued"));
+    assert!(
+        events["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "requeued")
+    );
 }

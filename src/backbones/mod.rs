@@ -94,4 +94,3 @@ pub trait Backbone: Send + Sync {
     /// block.
     fn block_of(&self, name: &str) -> Option<usize>;
 }
-

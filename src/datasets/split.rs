@@ -2,8 +2,8 @@
 //! exactly one validation part; class proportions are kept in each part.
 
 use rand::SeedableRng;
-use rand::seq::SliceRandom;
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 
 /// Indices into the example list.
 #[derive(Debug, Clone, PartialEq)]

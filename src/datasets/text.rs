@@ -36,13 +36,17 @@ impl<'a> RowSink<'a> {
         if label.is_empty() {
             return Err(DatasetError::invalid(
                 "empty_label",
-                format!("line {line}: the label is empty; give every example a label or remove the row"),
+                format!(
+                    "line {line}: the label is empty; give every example a label or remove the row"
+                ),
             ));
         }
         if label.chars().count() > 200 {
             return Err(DatasetError::invalid(
                 "label_too_long",
-                format!("line {line}: the label is longer than 200 characters; labels are class names, not texts (are the columns swapped?)"),
+                format!(
+                    "line {line}: the label is longer than 200 characters; labels are class names, not texts (are the columns swapped?)"
+                ),
             ));
         }
         let text = text.trim();
@@ -131,7 +135,9 @@ fn list_lines(lines: &[usize]) -> String {
 fn not_utf8(line: usize) -> DatasetError {
     DatasetError::invalid(
         "invalid_utf8",
-        format!("line {line} is not valid UTF-8; save the file with UTF-8 encoding and upload it again"),
+        format!(
+            "line {line} is not valid UTF-8; save the file with UTF-8 encoding and upload it again"
+        ),
     )
 }
 
@@ -237,7 +243,11 @@ pub fn parse_jsonl(path: &Path, limits: &Limits) -> Result<ParsedDataset, Datase
         let mut bytes = Vec::new();
         reader.read_to_end(&mut bytes)?;
         let text = std::str::from_utf8(&bytes).map_err(|e| {
-            let line = bytes[..e.valid_up_to()].iter().filter(|b| **b == b'\n').count() + 1;
+            let line = bytes[..e.valid_up_to()]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count()
+                + 1;
             not_utf8(line)
         })?;
         let items: Vec<serde_json::Value> = serde_json::from_str(text).map_err(|e| {
@@ -291,7 +301,9 @@ fn text_and_label(value: &serde_json::Value, at: &str) -> Result<(String, String
         Some(Value::Null) | None => {
             return Err(DatasetError::invalid(
                 "missing_field",
-                format!("{at}: the object has no \"text\" field; every example needs \"text\" and \"label\""),
+                format!(
+                    "{at}: the object has no \"text\" field; every example needs \"text\" and \"label\""
+                ),
             ));
         }
         Some(_) => {
@@ -308,7 +320,9 @@ fn text_and_label(value: &serde_json::Value, at: &str) -> Result<(String, String
         Some(Value::Null) | None => {
             return Err(DatasetError::invalid(
                 "empty_label",
-                format!("{at}: the object has no \"label\"; give every example a label or remove it"),
+                format!(
+                    "{at}: the object has no \"label\"; give every example a label or remove it"
+                ),
             ));
         }
         Some(_) => {
@@ -334,12 +348,16 @@ mod tests {
 
     #[test]
     fn csv_with_quotes_commas_and_newlines() {
-        let f = write(b"id,label,text\n1,pos,\"great, really\"\n2,neg,\"bad\nvery bad\"\n3,pos,ok\n");
+        let f =
+            write(b"id,label,text\n1,pos,\"great, really\"\n2,neg,\"bad\nvery bad\"\n3,pos,ok\n");
         let d = parse_csv(f.path(), &Limits::default()).unwrap();
         assert_eq!(d.examples.len(), 3);
         assert_eq!(
             d.examples[1],
-            RawExample::Text { text: "bad\nvery bad".into(), label: "neg".into() }
+            RawExample::Text {
+                text: "bad\nvery bad".into(),
+                label: "neg".into()
+            }
         );
         assert_eq!(d.examples[0].label(), "pos");
     }
@@ -354,16 +372,25 @@ mod tests {
     #[test]
     fn csv_errors_name_the_line() {
         let missing = parse_csv(write(b"sentence,label\nx,a\n").path(), &Limits::default());
-        assert!(matches!(missing, Err(DatasetError::Invalid { code: "missing_columns", .. })));
+        assert!(matches!(
+            missing,
+            Err(DatasetError::Invalid {
+                code: "missing_columns",
+                ..
+            })
+        ));
 
         let empty_label = parse_csv(write(b"text,label\nx,a\ny,\n").path(), &Limits::default())
             .unwrap_err()
             .to_string();
         assert!(empty_label.contains("line 3"), "{empty_label}");
 
-        let utf8 = parse_csv(write(b"text,label\nx,a\n\xff\xfe,b\n").path(), &Limits::default())
-            .unwrap_err()
-            .to_string();
+        let utf8 = parse_csv(
+            write(b"text,label\nx,a\n\xff\xfe,b\n").path(),
+            &Limits::default(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(utf8.contains("line 3") && utf8.contains("UTF-8"), "{utf8}");
     }
 
@@ -382,17 +409,35 @@ mod tests {
         let d = parse_jsonl(f.path(), &Limits::default()).unwrap();
         assert_eq!(d.labels(), vec!["1", "x"]);
         let f = write(b"[{\"text\":\"a\",\"label\":\"p\"},{\"text\":\"b\",\"label\":\"q\"}]");
-        assert_eq!(parse_jsonl(f.path(), &Limits::default()).unwrap().examples.len(), 2);
-        let bad = parse_jsonl(write(b"{\"text\":\"a\",\"label\":\"p\"}\n{oops\n").path(), &Limits::default())
-            .unwrap_err()
-            .to_string();
+        assert_eq!(
+            parse_jsonl(f.path(), &Limits::default())
+                .unwrap()
+                .examples
+                .len(),
+            2
+        );
+        let bad = parse_jsonl(
+            write(b"{\"text\":\"a\",\"label\":\"p\"}\n{oops\n").path(),
+            &Limits::default(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(bad.contains("line 2"), "{bad}");
     }
 
     #[test]
     fn too_long_text_is_refused() {
-        let limits = Limits { max_text_chars: 5, ..Limits::default() };
+        let limits = Limits {
+            max_text_chars: 5,
+            ..Limits::default()
+        };
         let err = parse_csv(write(b"text,label\nabcdefgh,a\n").path(), &limits).unwrap_err();
-        assert!(matches!(err, DatasetError::Invalid { code: "text_too_long", .. }));
+        assert!(matches!(
+            err,
+            DatasetError::Invalid {
+                code: "text_too_long",
+                ..
+            }
+        ));
     }
 }

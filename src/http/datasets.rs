@@ -19,11 +19,16 @@ pub(super) fn multipart_required(r: MultipartRejection) -> ApiError {
     ApiError::new(
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "multipart_required",
-        format!("send the file as multipart/form-data in a part named `file` (curl -F file=@data.csv): {r}"),
+        format!(
+            "send the file as multipart/form-data in a part named `file` (curl -F file=@data.csv): {r}"
+        ),
     )
 }
 
-fn parse_upload(upload: &TempUpload, limits: &datasets::Limits) -> Result<ParsedDataset, DatasetError> {
+fn parse_upload(
+    upload: &TempUpload,
+    limits: &datasets::Limits,
+) -> Result<ParsedDataset, DatasetError> {
     if upload.size == 0 {
         return Err(DatasetError::invalid(
             "empty_file",
@@ -64,7 +69,10 @@ pub async fn create(
         .or_else(|| upload.file_name.clone())
         .unwrap_or_else(|| "dataset".into());
     if name.chars().count() > 200 {
-        return Err(ApiError::unprocessable("name_too_long", "the dataset name must be at most 200 characters"));
+        return Err(ApiError::unprocessable(
+            "name_too_long",
+            "the dataset name must be at most 200 characters",
+        ));
     }
 
     // Parse and build the dataset folder off the async runtime.

@@ -117,9 +117,11 @@ impl From<BackboneError> for ApiError {
     fn from(e: BackboneError) -> Self {
         match e {
             BackboneError::Unknown(_) => ApiError::unprocessable("unknown_backbone", e.to_string()),
-            BackboneError::Unavailable { .. } => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "backbone_unavailable", e.to_string())
-            }
+            BackboneError::Unavailable { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "backbone_unavailable",
+                e.to_string(),
+            ),
             BackboneError::Input(m) => ApiError::unprocessable("invalid_input", m),
             BackboneError::Load { .. } => ApiError::internal(e),
         }

@@ -39,7 +39,9 @@ fn json_error(rejection: JsonRejection) -> ApiError {
         }
         JsonRejection::BytesRejection(e) => {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::too_large("the request body is larger than the configured limit (WARMSTART_MAX_BODY_MB)")
+                ApiError::too_large(
+                    "the request body is larger than the configured limit (WARMSTART_MAX_BODY_MB)",
+                )
             } else {
                 ApiError::bad_request("unreadable_body", e.body_text())
             }
@@ -65,6 +67,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Tenant {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        Ok(parts.extensions.get::<Tenant>().cloned().unwrap_or_default())
+        Ok(parts
+            .extensions
+            .get::<Tenant>()
+            .cloned()
+            .unwrap_or_default())
     }
 }

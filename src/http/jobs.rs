@@ -28,7 +28,10 @@ pub async fn create(
         let at = e.path().to_string();
         ApiError::unprocessable(
             "invalid_request",
-            format!("invalid job request at `{at}`: {}; see GET /openapi.json for the fields", e.inner()),
+            format!(
+                "invalid job request at `{at}`: {}; see GET /openapi.json for the fields",
+                e.inner()
+            ),
         )
     })?;
     spec.hyperparameters
@@ -110,7 +113,10 @@ pub async fn cancel(
         CancelOutcome::AlreadyFinished(job) if job.status == JobStatus::Cancelled => Ok(Json(job)),
         CancelOutcome::AlreadyFinished(job) => Err(ApiError::conflict(
             "job_finished",
-            format!("job {id} already {}; only queued or running jobs can be cancelled", job.status.as_str()),
+            format!(
+                "job {id} already {}; only queued or running jobs can be cancelled",
+                job.status.as_str()
+            ),
         )),
         CancelOutcome::NotFound => Err(ApiError::not_found("job", &id)),
     }
@@ -179,7 +185,9 @@ pub async fn events(
                 done
             }
         };
-        let Ok(history) = db.job_events(&id, last).await else { return };
+        let Ok(history) = db.job_events(&id, last).await else {
+            return;
+        };
         if send_all(history, &mut last).await || terminal_at_start {
             return;
         }
@@ -194,7 +202,9 @@ pub async fn events(
                 // Missed some: catch up from the table. Also on a quiet timeout, in case
                 // the job ended in another way (e.g. failed at start-up recovery).
                 Ok(Err(RecvError::Lagged(_))) | Err(_) => {
-                    let Ok(missed) = db.job_events(&id, last).await else { return };
+                    let Ok(missed) = db.job_events(&id, last).await else {
+                        return;
+                    };
                     if send_all(missed, &mut last).await {
                         return;
                     }

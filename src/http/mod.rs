@@ -62,7 +62,10 @@ pub fn router(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(upload_limit))
                 .get(datasets::list),
         )
-        .route("/datasets/{id}", get(datasets::show).delete(datasets::delete))
+        .route(
+            "/datasets/{id}",
+            get(datasets::show).delete(datasets::delete),
+        )
         .route("/backbones", get(ops::backbones))
         .route("/jobs", post(jobs::create).get(jobs::list))
         .route("/jobs/{id}", get(jobs::show))
@@ -70,7 +73,9 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}/cancel", post(jobs::cancel))
         .route(
             "/models",
-            get(models::list).post(models::import).layer(DefaultBodyLimit::max(upload_limit)),
+            get(models::list)
+                .post(models::import)
+                .layer(DefaultBodyLimit::max(upload_limit)),
         )
         .route("/models/{id}", get(models::show).delete(models::delete))
         .route("/models/{id}/predict", post(models::predict))

@@ -182,7 +182,8 @@ pub async fn download(
             zip.start_file(name, opts).map_err(std::io::Error::other)?;
             std::io::copy(&mut std::fs::File::open(&path)?, &mut zip)?;
         }
-        zip.start_file(METRICS_FILE, opts).map_err(std::io::Error::other)?;
+        zip.start_file(METRICS_FILE, opts)
+            .map_err(std::io::Error::other)?;
         zip.write_all(&metrics)?;
         zip.finish().map_err(std::io::Error::other)?;
         let f = std::fs::File::open(&tmp2)?;
@@ -213,15 +214,24 @@ pub async fn download(
 }
 
 /// Unpacks a model archive into `staging`, accepting only the known file names.
-fn unpack_model_archive(archive: &std::path::Path, staging: &std::path::Path, limit: u64) -> Result<Value, ApiError> {
+fn unpack_model_archive(
+    archive: &std::path::Path,
+    staging: &std::path::Path,
+    limit: u64,
+) -> Result<Value, ApiError> {
     let bad = |m: String| ApiError::unprocessable("invalid_model_archive", m);
     let file = std::fs::File::open(archive).map_err(ApiError::internal)?;
-    let mut zip = zip::ZipArchive::new(file)
-        .map_err(|e| bad(format!("not a readable ZIP archive ({e}); upload a file from GET /v1/models/{{id}}/download")))?;
+    let mut zip = zip::ZipArchive::new(file).map_err(|e| {
+        bad(format!(
+            "not a readable ZIP archive ({e}); upload a file from GET /v1/models/{{id}}/download"
+        ))
+    })?;
     let mut metrics = json!({});
     let mut total = 0u64;
     for i in 0..zip.len() {
-        let mut entry = zip.by_index(i).map_err(|e| bad(format!("damaged archive entry: {e}")))?;
+        let mut entry = zip
+            .by_index(i)
+            .map_err(|e| bad(format!("damaged archive entry: {e}")))?;
         let name = entry
             .name()
             .map_err(|e| bad(format!("unreadable file name in the archive: {e}")))?
@@ -233,11 +243,17 @@ fn unpack_model_archive(archive: &std::path::Path, staging: &std::path::Path, li
         }
         total = total.saturating_add(entry.size());
         if total > limit {
-            return Err(ApiError::too_large("the archive unpacks to more than the upload limit"));
+            return Err(ApiError::too_large(
+                "the archive unpacks to more than the upload limit",
+            ));
         }
         if name == METRICS_FILE {
             let mut text = String::new();
-            entry.by_ref().take(1 << 20).read_to_string(&mut text).map_err(|e| bad(e.to_string()))?;
+            entry
+                .by_ref()
+                .take(1 << 20)
+                .read_to_string(&mut text)
+                .map_err(|e| bad(e.to_string()))?;
             metrics = serde_json::from_str(&text).map_err(|e| bad(format!("metrics.json: {e}")))?;
         }
         let mut out = std::fs::File::create(staging.join(&name)).map_err(ApiError::internal)?;
@@ -270,7 +286,10 @@ pub async fn import(
         let staging = artifacts.staging_dir()?;
         let result = unpack_model_archive(&upload.path, &staging, limit).and_then(|metrics| {
             let model = LoadedModel::load(&staging, &registry).map_err(|e| {
-                ApiError::unprocessable("invalid_model_archive", format!("the archive does not hold a loadable model: {e}"))
+                ApiError::unprocessable(
+                    "invalid_model_archive",
+                    format!("the archive does not hold a loadable model: {e}"),
+                )
             })?;
             Ok((model.config.clone(), metrics))
         });

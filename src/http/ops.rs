@@ -27,7 +27,11 @@ pub async fn readyz(State(st): State<AppState>) -> (StatusCode, Json<Value>) {
         .collect();
     let defaults_ok = st.registry.list().iter().all(|b| b.available);
     let ready = db_ok && defaults_ok;
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let hint = (!defaults_ok).then_some("run scripts/fetch-backbones.sh to install the backbones");
     (
         status,
@@ -56,13 +60,31 @@ pub async fn metrics(State(st): State<AppState>) -> ApiResult<impl IntoResponse>
     }
     let c = &st.counters;
     let counters = [
-        ("warmstart_predict_requests_total", "Predict requests served.", c.predict_requests.load(Ordering::Relaxed)),
-        ("warmstart_predict_inputs_total", "Inputs predicted.", c.predict_inputs.load(Ordering::Relaxed)),
-        ("warmstart_predict_rejected_total", "Predict requests refused as overload (503).", c.predict_rejected.load(Ordering::Relaxed)),
-        ("warmstart_dataset_uploads_total", "Datasets uploaded.", c.uploads.load(Ordering::Relaxed)),
+        (
+            "warmstart_predict_requests_total",
+            "Predict requests served.",
+            c.predict_requests.load(Ordering::Relaxed),
+        ),
+        (
+            "warmstart_predict_inputs_total",
+            "Inputs predicted.",
+            c.predict_inputs.load(Ordering::Relaxed),
+        ),
+        (
+            "warmstart_predict_rejected_total",
+            "Predict requests refused as overload (503).",
+            c.predict_rejected.load(Ordering::Relaxed),
+        ),
+        (
+            "warmstart_dataset_uploads_total",
+            "Datasets uploaded.",
+            c.uploads.load(Ordering::Relaxed),
+        ),
     ];
     for (name, help, v) in counters {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"));
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+        ));
     }
     out.push_str(&format!(
         "# HELP warmstart_models_loaded Models held in the prediction cache.\n# TYPE warmstart_models_loaded gauge\nwarmstart_models_loaded {}\n",

@@ -38,7 +38,9 @@ fn multipart_error(e: MultipartError) -> ApiError {
     } else {
         ApiError::bad_request(
             "malformed_multipart",
-            format!("cannot read the multipart body ({e}); send multipart/form-data, e.g. curl -F file=@data.csv"),
+            format!(
+                "cannot read the multipart body ({e}); send multipart/form-data, e.g. curl -F file=@data.csv"
+            ),
         )
     }
 }

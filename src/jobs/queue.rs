@@ -159,8 +159,11 @@ impl Queue {
         .await?;
         let Some(row) = row else { return Ok(None) };
         let job = job_from_row(&row)?;
-        self.add_event(&job.id, NewEvent::message("started", "a worker started the job"))
-            .await?;
+        self.add_event(
+            &job.id,
+            NewEvent::message("started", "a worker started the job"),
+        )
+        .await?;
         Ok(Some(job))
     }
 
@@ -321,8 +324,11 @@ impl Queue {
         .await?;
         if let Some(row) = row {
             self.cancelled.lock().insert(job_id.to_string());
-            self.add_event(job_id, NewEvent::message("cancelled", "job cancelled on request"))
-                .await?;
+            self.add_event(
+                job_id,
+                NewEvent::message("cancelled", "job cancelled on request"),
+            )
+            .await?;
             return Ok(CancelOutcome::Cancelled(job_from_row(&row)?));
         }
         Ok(match self.db.get_job(tenant, job_id).await? {

@@ -92,7 +92,11 @@ struct JobObserver<'a> {
 }
 
 impl JobObserver<'_> {
-    fn run<T>(&self, what: &str, fut: impl std::future::Future<Output = crate::store::StoreResult<T>>) {
+    fn run<T>(
+        &self,
+        what: &str,
+        fut: impl std::future::Future<Output = crate::store::StoreResult<T>>,
+    ) {
         if let Err(e) = self.ctx.runtime.block_on(fut) {
             tracing::warn!(job = %self.job_id, error = %e, "could not record {what}");
         }
@@ -107,7 +111,10 @@ impl Observer for JobObserver<'_> {
     fn stage(&mut self, stage: Stage, message: &str) {
         self.stage = stage;
         tracing::info!(job = %self.job_id, stage = stage.as_str(), "{message}");
-        self.run("stage", self.ctx.queue.set_stage(&self.job_id, stage, message));
+        self.run(
+            "stage",
+            self.ctx.queue.set_stage(&self.job_id, stage, message),
+        );
     }
 
     fn progress(&mut self, epoch: u32, epochs: u32, fraction: f64) {
@@ -117,7 +124,9 @@ impl Observer for JobObserver<'_> {
         self.last_progress = Instant::now();
         self.run(
             "progress",
-            self.ctx.queue.set_progress(&self.job_id, epoch, epochs, fraction, None),
+            self.ctx
+                .queue
+                .set_progress(&self.job_id, epoch, epochs, fraction, None),
         );
     }
 
@@ -162,8 +171,12 @@ impl Observer for JobObserver<'_> {
 
 /// Loads the job's dataset as training examples.
 fn load_request(ctx: &WorkerContext, job: &JobRecord) -> Result<TrainRequest, (String, String)> {
-    let spec: JobSpec = serde_json::from_value(job.request.clone())
-        .map_err(|e| ("invalid_job".to_string(), format!("the stored job request is unreadable: {e}")))?;
+    let spec: JobSpec = serde_json::from_value(job.request.clone()).map_err(|e| {
+        (
+            "invalid_job".to_string(),
+            format!("the stored job request is unreadable: {e}"),
+        )
+    })?;
     let dataset = ctx
         .runtime
         .block_on(ctx.queue.db.get_dataset(&job.tenant, &spec.dataset_id))
@@ -171,14 +184,20 @@ fn load_request(ctx: &WorkerContext, job: &JobRecord) -> Result<TrainRequest, (S
         .ok_or_else(|| {
             (
                 "dataset_not_found".to_string(),
-                format!("dataset {} was deleted before the job ran; upload it again and resubmit", spec.dataset_id),
+                format!(
+                    "dataset {} was deleted before the job ran; upload it again and resubmit",
+                    spec.dataset_id
+                ),
             )
         })?;
     let dir = ctx.artifacts.dataset_dir(&dataset.id);
     let raw = read_examples(&dir).map_err(|e| {
         (
             "dataset_unreadable".to_string(),
-            format!("the stored dataset {} cannot be read ({e}); upload it again", dataset.id),
+            format!(
+                "the stored dataset {} cannot be read ({e}); upload it again",
+                dataset.id
+            ),
         )
     })?;
     let index: HashMap<&str, usize> = dataset
@@ -259,7 +278,10 @@ fn run_job(ctx: &WorkerContext, job: JobRecord) {
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown panic".into());
             tracing::error!(job = %job.id, "training panicked: {what}");
-            return fail("internal_error", "training crashed unexpectedly; the error was logged");
+            return fail(
+                "internal_error",
+                "training crashed unexpectedly; the error was logged",
+            );
         }
     };
 
@@ -267,10 +289,13 @@ fn run_job(ctx: &WorkerContext, job: JobRecord) {
     let model_id = Uuid::new_v4().to_string();
     let dest = ctx.artifacts.model_dir(&model_id);
     let saved = ctx.artifacts.staging_dir().and_then(|staging| {
-        outcome.artifact.save(&staging).map_err(|source| crate::store::StoreError::Io {
-            path: staging.clone(),
-            source,
-        })?;
+        outcome
+            .artifact
+            .save(&staging)
+            .map_err(|source| crate::store::StoreError::Io {
+                path: staging.clone(),
+                source,
+            })?;
         ctx.artifacts.commit_dir(&staging, &dest)
     });
     if let Err(e) = saved {
@@ -305,7 +330,10 @@ fn run_job(ctx: &WorkerContext, job: JobRecord) {
         Err(e) => {
             tracing::error!(job = %job.id, error = %e, "recording the model failed");
             let _ = ctx.artifacts.remove_dir(&dest);
-            fail("internal_error", "the model could not be recorded; the error was logged");
+            fail(
+                "internal_error",
+                "the model could not be recorded; the error was logged",
+            );
         }
     }
 }

@@ -124,7 +124,11 @@ impl LoadedModel {
     }
 
     /// Predictions for texts, in input order.
-    pub fn predict_texts(&self, texts: &[String], top_k: usize) -> Result<Vec<Prediction>, ServeError> {
+    pub fn predict_texts(
+        &self,
+        texts: &[String],
+        top_k: usize,
+    ) -> Result<Vec<Prediction>, ServeError> {
         if self.config.modality != Modality::Text {
             return Err(ServeError::BadInput(
                 "this is an image model; send images (multipart `file` parts or {\"inputs\":[{\"image_base64\":...}]})".into(),
@@ -137,7 +141,10 @@ impl LoadedModel {
         let device = self.standardizer.mean.device().clone();
         for chunk in order.chunks(PREDICT_BATCH) {
             let batch_texts: Vec<&str> = chunk.iter().map(|&i| texts[i].as_str()).collect();
-            let batch = self.backbone.prep.text_batch(&batch_texts, max_length, &device)?;
+            let batch = self
+                .backbone
+                .prep
+                .text_batch(&batch_texts, max_length, &device)?;
             let feats = self.backbone.net.forward(&batch, false)?;
             for (row, &i) in self.probabilities(&feats)?.into_iter().zip(chunk) {
                 probs[i] = row;

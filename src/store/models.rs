@@ -68,10 +68,11 @@ impl Db {
     }
 
     pub async fn list_models(&self, tenant: &str) -> StoreResult<Vec<ModelRecord>> {
-        let rows = sqlx::query("SELECT * FROM models WHERE tenant = ? ORDER BY created_at DESC, id")
-            .bind(tenant)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT * FROM models WHERE tenant = ? ORDER BY created_at DESC, id")
+                .bind(tenant)
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter().map(from_row).collect()
     }
 

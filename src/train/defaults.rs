@@ -132,28 +132,42 @@ pub fn resolve(
             ),
         )
     });
-    let batch_size = c.pick(
-        "batch_size",
-        c.given.batch_size.map(|b| b as usize),
-        || (16usize.min(n_train), "small batches: many steps on small data, bounded memory on CPU".into()),
-    );
+    let batch_size = c.pick("batch_size", c.given.batch_size.map(|b| b as usize), || {
+        (
+            16usize.min(n_train),
+            "small batches: many steps on small data, bounded memory on CPU".into(),
+        )
+    });
     let backbone_lr = c.pick("backbone_lr", c.given.backbone_lr, || {
         if text {
-            (3e-5, "standard BERT fine-tuning rate, far below the head's".into())
+            (
+                3e-5,
+                "standard BERT fine-tuning rate, far below the head's".into(),
+            )
         } else {
-            (1e-4, "a tenth of the head's rate: adapt the pre-trained filters, don't erase them".into())
+            (
+                1e-4,
+                "a tenth of the head's rate: adapt the pre-trained filters, don't erase them"
+                    .into(),
+            )
         }
     });
     let finetune_head_lr = 1e-3;
     let weight_decay = c.pick("weight_decay", c.given.weight_decay, || {
-        (0.01, "AdamW default; biases and norms are not decayed".into())
+        (
+            0.01,
+            "AdamW default; biases and norms are not decayed".into(),
+        )
     });
     let l1 = c.given.l1.unwrap_or(0.0);
     let dropout = c.pick("dropout", c.given.dropout, || {
         if text {
             (0.1, "light dropout on the head".into())
         } else {
-            (0.2, "image features are wide: more dropout on the head".into())
+            (
+                0.2,
+                "image features are wide: more dropout on the head".into(),
+            )
         }
     });
     let label_smoothing = c.pick("label_smoothing", c.given.label_smoothing, || {
@@ -167,7 +181,8 @@ pub fn resolve(
             c.choices.push(Choice {
                 parameter: "augment".into(),
                 value: json!(true),
-                reason: "images: random resized crop, flip and colour jitter while fine-tuning".into(),
+                reason: "images: random resized crop, flip and colour jitter while fine-tuning"
+                    .into(),
             });
             Some(AugmentOptions::default())
         }

@@ -45,7 +45,10 @@ pub fn extract(
         done += chunk.len();
         obs.progress(0, 0, done as f64 / n as f64);
     }
-    let rows: Vec<Tensor> = rows.into_iter().map(|r| r.expect("every row extracted")).collect();
+    let rows: Vec<Tensor> = rows
+        .into_iter()
+        .map(|r| r.expect("every row extracted"))
+        .collect();
     Ok(Tensor::stack(&rows, 0)?)
 }
 

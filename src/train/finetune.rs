@@ -54,9 +54,9 @@ fn make_batch(
         .iter()
         .map(|e| match &e.input {
             ExampleInput::Text(t) => Ok(t.as_str()),
-            ExampleInput::ImageFile(_) => {
-                Err(TrainError::Data("image examples given to a text backbone".into()))
-            }
+            ExampleInput::ImageFile(_) => Err(TrainError::Data(
+                "image examples given to a text backbone".into(),
+            )),
         })
         .collect::<TrainResult<_>>()?;
     Ok(bb.prep.text_batch(&texts, recipe.max_length, device)?)
@@ -97,7 +97,8 @@ pub fn finetune(
     let backbone_vars = trainable_vars(bb, recipe.unfreeze);
     if backbone_vars.is_empty() {
         return Err(TrainError::Data(
-            "no backbone weights selected by `unfreeze`; use \"all\" or a number of top blocks".into(),
+            "no backbone weights selected by `unfreeze`; use \"all\" or a number of top blocks"
+                .into(),
         ));
     }
     let mut opt = GroupedAdamW::new(vec![
@@ -163,7 +164,11 @@ pub fn finetune(
             step += 1;
             loss_sum += loss.to_scalar::<f32>()? as f64 * chunk.len() as f64;
             let preds = logits.argmax(1)?.to_vec1::<u32>()?;
-            correct += preds.iter().zip(&labels).filter(|(p, l)| **p as usize == **l).count();
+            correct += preds
+                .iter()
+                .zip(&labels)
+                .filter(|(p, l)| **p as usize == **l)
+                .count();
             obs.progress(epoch, epochs, step as f64 / total as f64);
         }
         epochs_run = epoch;

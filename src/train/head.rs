@@ -140,7 +140,10 @@ impl Head {
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut h = self.dropout(x, train)?;
         if let Some((w, b)) = &self.hidden {
-            h = h.matmul(&w.as_tensor().t()?)?.broadcast_add(b.as_tensor())?.relu()?;
+            h = h
+                .matmul(&w.as_tensor().t()?)?
+                .broadcast_add(b.as_tensor())?
+                .relu()?;
             h = self.dropout(&h, train)?;
         }
         h.matmul(&self.weight.as_tensor().t()?)?
@@ -189,7 +192,13 @@ pub fn balanced_class_weights(labels: &[usize], classes: usize) -> Vec<f32> {
     let n = labels.len() as f32;
     counts
         .iter()
-        .map(|&c| if c == 0 { 0.0 } else { n / (classes as f32 * c as f32) })
+        .map(|&c| {
+            if c == 0 {
+                0.0
+            } else {
+                n / (classes as f32 * c as f32)
+            }
+        })
         .collect()
 }
 
@@ -214,7 +223,10 @@ mod tests {
         let t = soft_targets(&[1], 4, 0.2, Some(&[1.0, 2.0, 1.0, 1.0]), &Device::Cpu)?;
         let row = t.to_vec2::<f32>()?[0].clone();
         assert!((row[1] - 2.0 * 0.85).abs() < 1e-6 && (row[0] - 2.0 * 0.05).abs() < 1e-6);
-        assert_eq!(balanced_class_weights(&[0, 0, 0, 1], 2), vec![4.0 / 6.0, 2.0]);
+        assert_eq!(
+            balanced_class_weights(&[0, 0, 0, 1], 2),
+            vec![4.0 / 6.0, 2.0]
+        );
         Ok(())
     }
 
@@ -223,8 +235,15 @@ mod tests {
         let dev = Device::Cpu;
         let head = Head::new(6, 3, 5, 0.0, 1, &dev)?;
         // Zero-initialised output layer: give it values so the hidden layer sees gradient.
-        head.weight.set(&Tensor::arange(0f32, 15., &dev)?.reshape((3, 5))?.affine(0.1, -0.5)?)?;
-        let x = Tensor::new(&[[1f32, -2., 3., 0.5, 1., 2.], [0.1, 0.2, -0.3, 1., 1., 1.]], &dev)?;
+        head.weight.set(
+            &Tensor::arange(0f32, 15., &dev)?
+                .reshape((3, 5))?
+                .affine(0.1, -0.5)?,
+        )?;
+        let x = Tensor::new(
+            &[[1f32, -2., 3., 0.5, 1., 2.], [0.1, 0.2, -0.3, 1., 1., 1.]],
+            &dev,
+        )?;
         let t = soft_targets(&[0, 2], 3, 0.1, None, &dev)?;
         let grads = cross_entropy(&head.forward(&x, true)?, &t)?.backward()?;
         for v in head.vars() {

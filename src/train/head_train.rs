@@ -53,7 +53,10 @@ pub fn predict_logits(head: &Head, x: &Tensor) -> candle_core::Result<Vec<Vec<f3
     let mut start = 0;
     while start < n {
         let len = 1024.min(n - start);
-        out.extend(head.forward(&x.narrow(0, start, len)?, false)?.to_vec2::<f32>()?);
+        out.extend(
+            head.forward(&x.narrow(0, start, len)?, false)?
+                .to_vec2::<f32>()?,
+        );
         start += len;
     }
     Ok(out)
@@ -69,7 +72,11 @@ pub fn evaluate_logits(logits: &[Vec<f32>], y: &[usize]) -> Evaluation {
         .map(|(p, &t)| -(p[t] as f64).clamp(1e-15, 1.0).ln())
         .sum::<f64>()
         / n;
-    let correct = probs.iter().zip(y).filter(|(p, t)| argmax(p) == **t).count();
+    let correct = probs
+        .iter()
+        .zip(y)
+        .filter(|(p, t)| argmax(p) == **t)
+        .count();
     Evaluation {
         loss,
         accuracy: correct as f64 / n,
@@ -158,7 +165,9 @@ pub fn train_head(
             let eval = evaluate_logits(&predict_logits(head, vx)?, vy);
             metrics["val_loss"] = json!(eval.loss);
             metrics["val_accuracy"] = json!(eval.accuracy);
-            let improved = best.as_ref().is_none_or(|(b, _, _)| eval.loss < b.loss - 1e-6);
+            let improved = best
+                .as_ref()
+                .is_none_or(|(b, _, _)| eval.loss < b.loss - 1e-6);
             if improved {
                 best = Some((eval, head.snapshot()?, epoch));
                 since_best = 0;

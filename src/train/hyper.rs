@@ -149,7 +149,12 @@ impl Hyperparameters {
         check("l1", self.l1, 0.0, 10.0)?;
         check("dropout", self.dropout, 0.0, 0.95)?;
         check("label_smoothing", self.label_smoothing, 0.0, 0.5)?;
-        check("early_stopping_patience", self.early_stopping_patience, 0, 10_000)?;
+        check(
+            "early_stopping_patience",
+            self.early_stopping_patience,
+            0,
+            10_000,
+        )?;
         check("hidden_units", self.hidden_units, 0, 8_192)?;
         check("max_length", self.max_length, 8, 512)?;
         if let Some(Unfreeze::Top(0)) = self.unfreeze {

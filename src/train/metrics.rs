@@ -49,8 +49,16 @@ pub fn evaluate(probs: &[Vec<f32>], truth: &[usize], labels: &[String]) -> Metri
         let tp = matrix[c][c] as f64;
         let predicted: usize = (0..k).map(|t| matrix[t][c]).sum();
         let support: usize = matrix[c].iter().sum();
-        let precision = if predicted > 0 { tp / predicted as f64 } else { 0.0 };
-        let recall = if support > 0 { tp / support as f64 } else { 0.0 };
+        let precision = if predicted > 0 {
+            tp / predicted as f64
+        } else {
+            0.0
+        };
+        let recall = if support > 0 {
+            tp / support as f64
+        } else {
+            0.0
+        };
         let f1 = if precision + recall > 0.0 {
             2.0 * precision * recall / (precision + recall)
         } else {
@@ -68,7 +76,11 @@ pub fn evaluate(probs: &[Vec<f32>], truth: &[usize], labels: &[String]) -> Metri
         );
     }
     Metrics {
-        accuracy: if n > 0 { correct as f64 / n as f64 } else { 0.0 },
+        accuracy: if n > 0 {
+            correct as f64 / n as f64
+        } else {
+            0.0
+        },
         macro_f1: if k > 0 { f1_sum / k as f64 } else { 0.0 },
         log_loss: if n > 0 { log_loss / n as f64 } else { 0.0 },
         ece: expected_calibration_error(probs, truth, 15),
@@ -121,7 +133,10 @@ pub fn softmax_rows(logits: &[Vec<f32>], temperature: f32) -> Vec<Vec<f32>> {
         .iter()
         .map(|row| {
             let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-            let exps: Vec<f32> = row.iter().map(|v| ((v - max) / temperature).exp()).collect();
+            let exps: Vec<f32> = row
+                .iter()
+                .map(|v| ((v - max) / temperature).exp())
+                .collect();
             let sum: f32 = exps.iter().sum();
             exps.into_iter().map(|e| e / sum).collect()
         })

@@ -66,7 +66,10 @@ impl Engine {
     }
 
     pub fn train(&self, req: &TrainRequest, obs: &mut dyn Observer) -> TrainResult<TrainOutcome> {
-        obs.stage(Stage::Preparing, "resolving the recipe and splitting the data");
+        obs.stage(
+            Stage::Preparing,
+            "resolving the recipe and splitting the data",
+        );
         let data = profile(req);
         if data.num_classes < 2 || data.smallest_class == 0 {
             return Err(TrainError::Data(
@@ -131,7 +134,10 @@ impl Engine {
 
         // Head on cached features.
         check_cancel(obs)?;
-        obs.stage(Stage::TrainingHead, "training the new head on cached features");
+        obs.stage(
+            Stage::TrainingHead,
+            "training the new head on cached features",
+        );
         let dim = frozen.net.embedding_dim();
         let head = Head::new(
             dim,
@@ -200,7 +206,10 @@ impl Engine {
 
         // Evaluation of the chosen model on validation data.
         check_cancel(obs)?;
-        obs.stage(Stage::Evaluating, "measuring the chosen model on validation data");
+        obs.stage(
+            Stage::Evaluating,
+            "measuring the chosen model on validation data",
+        );
         let (selected, reason) = match (&finetuned, recipe.finetune_epochs) {
             (Some(_), _) => (
                 "finetuned",
@@ -214,7 +223,9 @@ impl Engine {
         };
         let valid_logits = match (&finetuned, &valid_x) {
             (_, None) => Vec::new(),
-            (Some(bb), Some(_)) => ft_logits(bb, &head, &standardizer, &valid_ex, &recipe, &device)?,
+            (Some(bb), Some(_)) => {
+                ft_logits(bb, &head, &standardizer, &valid_ex, &recipe, &device)?
+            }
             (None, Some(vx)) => predict_logits(&head, vx)?,
         };
         let probs = softmax_rows(&valid_logits, 1.0);

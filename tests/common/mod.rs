@@ -75,11 +75,13 @@ impl TestApp {
     }
 
     pub async fn get(&self, uri: &str) -> (StatusCode, Value) {
-        self.send(Request::get(uri).body(Body::empty()).unwrap()).await
+        self.send(Request::get(uri).body(Body::empty()).unwrap())
+            .await
     }
 
     pub async fn delete(&self, uri: &str) -> (StatusCode, Value) {
-        self.send(Request::delete(uri).body(Body::empty()).unwrap()).await
+        self.send(Request::delete(uri).body(Body::empty()).unwrap())
+            .await
     }
 
     pub async fn post_json(&self, uri: &str, body: Value) -> (StatusCode, Value) {
@@ -125,7 +127,10 @@ impl TestApp {
             if ["succeeded", "failed", "cancelled"].contains(&job["status"].as_str().unwrap()) {
                 return job;
             }
-            assert!(start.elapsed() < timeout, "job did not finish in {timeout:?}: {job}");
+            assert!(
+                start.elapsed() < timeout,
+                "job did not finish in {timeout:?}: {job}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -134,23 +139,33 @@ impl TestApp {
     pub async fn train(&self, csv: &str, hyper: Value) -> (Value, Value) {
         let ds = self.upload_dataset("data.csv", csv.as_bytes()).await;
         let (status, job) = self
-            .post_json("/v1/jobs", json!({"dataset_id": ds["id"], "hyperparameters": hyper}))
+            .post_json(
+                "/v1/jobs",
+                json!({"dataset_id": ds["id"], "hyperparameters": hyper}),
+            )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{job}");
-        let job = self.wait_job(job["id"].as_str().unwrap(), Duration::from_secs(120)).await;
+        let job = self
+            .wait_job(job["id"].as_str().unwrap(), Duration::from_secs(120))
+            .await;
         assert_eq!(job["status"], "succeeded", "{job}");
         (ds, job)
     }
 }
 
 /// Builds a multipart/form-data body.
-pub fn multipart(files: &[(&str, Option<&str>, &[u8])], fields: &[(&str, &str)]) -> (String, Vec<u8>) {
+pub fn multipart(
+    files: &[(&str, Option<&str>, &[u8])],
+    fields: &[(&str, &str)],
+) -> (String, Vec<u8>) {
     let boundary = "warmstart-test-boundary-7d3f";
     let mut body = Vec::new();
     for (name, value) in fields {
         body.extend_from_slice(
-            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
-                .as_bytes(),
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
         );
     }
     for (name, file_name, bytes) in files {
@@ -172,9 +187,18 @@ pub fn multipart(files: &[(&str, Option<&str>, &[u8])], fields: &[(&str, &str)])
 /// A small separable text dataset: `per_class` examples of each of three topics.
 pub fn topic_csv(per_class: usize) -> String {
     let topics = [
-        ("sports", ["football", "goal", "match", "team", "score", "player"]),
-        ("food", ["pasta", "recipe", "cook", "dinner", "bread", "soup"]),
-        ("weather", ["rain", "sunny", "storm", "cloud", "wind", "snow"]),
+        (
+            "sports",
+            ["football", "goal", "match", "team", "score", "player"],
+        ),
+        (
+            "food",
+            ["pasta", "recipe", "cook", "dinner", "bread", "soup"],
+        ),
+        (
+            "weather",
+            ["rain", "sunny", "storm", "cloud", "wind", "snow"],
+        ),
     ];
     let mut out = String::from("text,label\n");
     for (label, words) in topics {

@@ -303,7 +303,7 @@ async fn head_only_job_and_sse_stream() {
         "{text}"
     );
     let job = app.wait_job(&id, Duration::from_secs(5)).await;
-    assert_eq!(job["model_id"].is_string(), true);
+    assert!(job["model_id"].is_string());
     let (_, model) = app
         .get(&format!("/v1/models/{}", job["model_id"].as_str().unwrap()))
         .await;

@@ -223,7 +223,12 @@ fn tiny_bert_is_fast_and_dropout_only_in_training() -> Result<()> {
         .map(|i| format!("Sample text number {i}, quite short."))
         .collect();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    for t in &refs {
+    let ascii: String = (0x20u8..0x7f).map(char::from).collect();
+    for t in refs
+        .iter()
+        .copied()
+        .chain([ascii.as_str(), "Zebra-crossing: 42% off!"])
+    {
         let ids = enc.token_ids(t);
         ensure!(!ids.contains(&1), "[UNK] in {t:?}: {ids:?}");
     }

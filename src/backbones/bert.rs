@@ -396,13 +396,14 @@ impl Bert {
             )
         }
         let h = self.config.hidden_size;
-        let mut guard = self.rng.lock();
+        // Only training forwards take the dropout RNG; inference runs concurrently.
+        let mut guard = train.then(|| self.rng.lock());
         let mut ctx = Ctx {
             heads: self.config.num_attention_heads,
             act: self.act,
             hidden_p: self.config.hidden_dropout_prob,
             attn_p: self.config.attention_probs_dropout_prob,
-            rng: if train { Some(&mut *guard) } else { None },
+            rng: guard.as_deref_mut(),
         };
         let ids = input_ids.flatten_all()?.to_dtype(DType::U32)?;
         let x = self

@@ -191,12 +191,7 @@ fn trainable_weights_round_trip_through_safetensors() -> Result<()> {
     }
     let tuned = bert.forward(&batch, false)?;
     let saved = dir.path().join("tuned.safetensors");
-    let map: std::collections::HashMap<String, Tensor> = bert
-        .named_vars()
-        .into_iter()
-        .map(|(n, v)| (n, v.as_tensor().clone()))
-        .collect();
-    candle_core::safetensors::save(&map, &saved)?;
+    save(&bert.named_vars(), &saved, |_| true)?;
     let reloaded = Bert::load(dir.path(), Some(&saved), WeightsMode::Frozen, &Device::Cpu)?;
     let again = reloaded.forward(&batch, false)?;
     let diff = |a: &Tensor, b: &Tensor| -> Result<f32> {
@@ -214,6 +209,73 @@ fn trainable_weights_round_trip_through_safetensors() -> Result<()> {
     Ok(())
 }
 
+fn save(vars: &[(String, Var)], path: &Path, keep: impl Fn(&str) -> bool) -> Result<()> {
+    let map: std::collections::HashMap<String, Tensor> = vars
+        .iter()
+        .filter(|(n, _)| keep(n))
+        .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+        .collect();
+    Ok(candle_core::safetensors::save(&map, path)?)
+}
+
+#[test]
+fn partial_prefixed_and_wrong_weight_files() -> Result<()> {
+    let dir = tiny_dir()?;
+    let enc = TextEncoder::load(dir.path())?;
+    let batch = enc.encode(&TEXTS, 128, &Device::Cpu)?;
+    let bert = Bert::load(dir.path(), None, WeightsMode::Trainable, &Device::Cpu)?;
+    let base = bert.forward(&batch, false)?;
+    for (name, var) in bert.named_vars() {
+        if name.starts_with("encoder.layer.1.") {
+            var.set(&(var.as_tensor() * 1.5)?)?;
+        }
+    }
+    let tuned = bert.forward(&batch, false)?;
+    // Only the top block saved: the rest comes from the base model.
+    let partial = dir.path().join("top.safetensors");
+    save(&bert.named_vars(), &partial, |n| {
+        n.starts_with("encoder.layer.1.")
+    })?;
+    let top = Bert::load(
+        dir.path(),
+        Some(&partial),
+        WeightsMode::Frozen,
+        &Device::Cpu,
+    )?;
+    ensure!(max_diff(&top.forward(&batch, false)?, &tuned)? < 1e-6);
+    ensure!(max_diff(&base, &tuned)? > 1e-3);
+    // A `bert.`-prefixed file loads the same, and its vars keep the prefix.
+    let prefixed: Vec<(String, Var)> = bert
+        .named_vars()
+        .into_iter()
+        .map(|(n, v)| (format!("bert.{n}"), v))
+        .collect();
+    let pdir = tempfile::tempdir()?;
+    std::fs::copy(
+        dir.path().join("config.json"),
+        pdir.path().join("config.json"),
+    )?;
+    save(&prefixed, &pdir.path().join("model.safetensors"), |_| true)?;
+    let p = Bert::load(pdir.path(), None, WeightsMode::Trainable, &Device::Cpu)?;
+    ensure!(max_diff(&p.forward(&batch, false)?, &tuned)? < 1e-6);
+    let names: Vec<String> = p.named_vars().into_iter().map(|(n, _)| n).collect();
+    ensure!(names.iter().all(|n| n.starts_with("bert.")), "{names:?}");
+    ensure!(p.block_of("bert.encoder.layer.1.output.dense.weight") == Some(1));
+    // A file holding none of the backbone's tensors is rejected, not silently ignored.
+    let wrong = dir.path().join("head.safetensors");
+    let head = [(
+        "head.weight".to_string(),
+        Var::zeros((3, 32), DType::F32, &Device::Cpu)?,
+    )];
+    save(&head, &wrong, |_| true)?;
+    let err = Bert::load(dir.path(), Some(&wrong), WeightsMode::Frozen, &Device::Cpu);
+    ensure!(
+        err.is_err(),
+        "a weights file without BERT tensors was accepted"
+    );
+    Ok(())
+}
+
 #[test]
 fn tiny_bert_is_fast_and_dropout_only_in_training() -> Result<()> {
     let dir = tiny_dir()?;
@@ -223,7 +285,12 @@ fn tiny_bert_is_fast_and_dropout_only_in_training() -> Result<()> {
         .map(|i| format!("Sample text number {i}, quite short."))
         .collect();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    for t in &refs {
+    let ascii: String = (0x20u8..0x7f).map(char::from).collect();
+    for t in refs
+        .iter()
+        .copied()
+        .chain([ascii.as_str(), "Zebra-crossing: 42% off!"])
+    {
         let ids = enc.token_ids(t);
         ensure!(!ids.contains(&1), "[UNK] in {t:?}: {ids:?}");
     }

@@ -175,9 +175,11 @@ fn minilm_truncates_and_pads_to_longest() -> Result<()> {
     Ok(())
 }
 
-/// Timings for the report (printed; run with `--nocapture`): frozen forward of 32 sentences of
-/// ~12 words, forward+backward of 16 with trainable weights.
+/// Timings (a benchmark, not run by default): frozen forward of 32 sentences of ~12 words,
+/// forward+backward of 16 with trainable weights. Run with
+/// `cargo test --release --test bert_reference -- --ignored --nocapture minilm_timings`.
 #[test]
+#[ignore = "benchmark; run explicitly with --ignored --nocapture"]
 fn minilm_timings() -> Result<()> {
     let Some(dir) = minilm_dir() else {
         return Ok(());

@@ -3,9 +3,11 @@
 //! end: every layer norm, softmax and GELU comes from [`super::layers`], whose ops carry
 //! gradients (candle's fused ones do not), so fine-tuning reaches every weight.
 
-use std::path::{Path, PathBuf};
+mod tiny;
+mod weights;
 
-use candle_core::safetensors::MmapedSafetensors;
+use std::path::Path;
+
 use candle_core::{DType, Device, Module, Result, Tensor, Var};
 use candle_nn::Linear;
 use parking_lot::Mutex;
@@ -15,6 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use super::layers::{self, LayerNorm};
 use super::{Backbone, Batch, WeightsMode};
+pub use tiny::{write_tiny_bert, write_tiny_tokenizer};
+use weights::{Loader, WeightSource};
 
 /// The subset of a Hugging Face BERT `config.json` this implementation reads.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -122,114 +126,6 @@ impl Activation {
     }
 }
 
-/// Where weights come from: an optional overlay file (fine-tuned weights) over the base
-/// `model.safetensors`, each with its own optional `bert.` prefix.
-struct WeightSource {
-    files: Vec<(MmapedSafetensors, String)>,
-    base_path: PathBuf,
-    base_opened: bool,
-}
-
-const PROBE: &str = "embeddings.word_embeddings.weight";
-
-fn open_weights(path: &Path) -> Result<(MmapedSafetensors, String)> {
-    // SAFETY: the file is mapped read-only; like every mmap user we rely on it not being
-    // truncated while mapped (model folders are written once, before use).
-    let st = unsafe { MmapedSafetensors::new(path)? };
-    let names: Vec<String> = st.tensors().into_iter().map(|(n, _)| n).collect();
-    let prefix = if names.iter().any(|n| n == PROBE) {
-        String::new()
-    } else if let Some(n) = names.iter().find(|n| n.ends_with(PROBE)) {
-        n[..n.len() - PROBE.len()].to_string()
-    } else {
-        String::new()
-    };
-    Ok((st, prefix))
-}
-
-impl WeightSource {
-    fn new(dir: &Path, overlay: Option<&Path>) -> Result<WeightSource> {
-        let base_path = dir.join("model.safetensors");
-        let mut src = WeightSource {
-            files: Vec::new(),
-            base_path,
-            base_opened: false,
-        };
-        match overlay {
-            Some(p) => src.files.push(open_weights(p)?),
-            None => src.open_base()?,
-        }
-        Ok(src)
-    }
-
-    fn open_base(&mut self) -> Result<()> {
-        if !self.base_opened {
-            self.base_opened = true;
-            let file = open_weights(&self.base_path)?;
-            self.files.push(file);
-        }
-        Ok(())
-    }
-
-    /// The prefix names are reported with (the first file's).
-    fn prefix(&self) -> &str {
-        &self.files[0].1
-    }
-
-    fn load(&mut self, name: &str, device: &Device) -> Result<Tensor> {
-        for (st, prefix) in &self.files {
-            let full = format!("{prefix}{name}");
-            if st.get(&full).is_ok() {
-                return st.load(&full, device)?.to_dtype(DType::F32);
-            }
-        }
-        if !self.base_opened {
-            self.open_base()?;
-            return self.load(name, device);
-        }
-        candle_core::bail!("weight {name} not found in {}", self.base_path.display())
-    }
-}
-
-/// Loads the weights, checking shapes and registering `Var`s when trainable.
-struct Loader<'a> {
-    source: WeightSource,
-    mode: WeightsMode,
-    device: &'a Device,
-    vars: Vec<(String, Var)>,
-}
-
-impl Loader<'_> {
-    fn get(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let t = self.source.load(name, self.device)?;
-        if t.dims() != shape {
-            candle_core::bail!("weight {name} has shape {:?}, expected {shape:?}", t.dims())
-        }
-        match self.mode {
-            WeightsMode::Frozen => Ok(t),
-            WeightsMode::Trainable => {
-                let var = Var::from_tensor(&t)?;
-                let tensor = var.as_tensor().clone();
-                let full = format!("{}{name}", self.source.prefix());
-                self.vars.push((full, var));
-                Ok(tensor)
-            }
-        }
-    }
-
-    fn linear(&mut self, name: &str, out_dim: usize, in_dim: usize) -> Result<Linear> {
-        let w = self.get(&format!("{name}.weight"), &[out_dim, in_dim])?;
-        let b = self.get(&format!("{name}.bias"), &[out_dim])?;
-        Ok(Linear::new(w, Some(b)))
-    }
-
-    fn layer_norm(&mut self, name: &str, dim: usize, eps: f64) -> Result<LayerNorm> {
-        let w = self.get(&format!("{name}.weight"), &[dim])?;
-        let b = self.get(&format!("{name}.bias"), &[dim])?;
-        Ok(LayerNorm::new(w, b, eps))
-    }
-}
-
 struct EncoderLayer {
     query: Linear,
     key: Linear,
@@ -322,9 +218,11 @@ pub struct Bert {
 
 impl Bert {
     /// Loads `dir/config.json` and the weights: `weights` if given (fine-tuned weights under
-    /// the same tensor names; any tensor it lacks comes from `dir/model.safetensors`), else
-    /// `dir/model.safetensors`. Both plain names and a `bert.` prefix are accepted. The
-    /// pre-training pooler is not loaded.
+    /// the same tensor names, e.g. a saved [`Backbone::named_vars`]; any tensor it lacks, such
+    /// as frozen layers left out of a save, comes from `dir/model.safetensors`; a file with no
+    /// BERT tensor at all is an error), else `dir/model.safetensors`. Names may carry a prefix
+    /// such as `bert.` (detected per file); `named_vars` reports them with the first file's
+    /// prefix. The pre-training pooler is not loaded.
     pub fn load(
         dir: &Path,
         weights: Option<&Path>,
@@ -352,6 +250,7 @@ impl Bert {
         let layers = (0..config.num_hidden_layers)
             .map(|i| EncoderLayer::load(&mut l, i, &config))
             .collect::<Result<Vec<_>>>()?;
+        l.source.check_overlay_used()?;
         Ok(Bert {
             act: Activation::parse(&config.hidden_act)?,
             config,
@@ -396,13 +295,14 @@ impl Bert {
             )
         }
         let h = self.config.hidden_size;
-        let mut guard = self.rng.lock();
+        // Only training forwards take the dropout RNG; inference runs concurrently.
+        let mut guard = train.then(|| self.rng.lock());
         let mut ctx = Ctx {
             heads: self.config.num_attention_heads,
             act: self.act,
             hidden_p: self.config.hidden_dropout_prob,
             attn_p: self.config.attention_probs_dropout_prob,
-            rng: if train { Some(&mut *guard) } else { None },
+            rng: guard.as_deref_mut(),
         };
         let ids = input_ids.flatten_all()?.to_dtype(DType::U32)?;
         let x = self
@@ -459,19 +359,19 @@ impl Backbone for Bert {
 
     fn block_of(&self, name: &str) -> Option<usize> {
         let top = self.num_blocks().checked_sub(1);
-        let name = name.strip_prefix("bert.").unwrap_or(name);
-        if name.starts_with("embeddings.") {
-            return None;
-        }
-        if let Some(rest) = name.strip_prefix("encoder.layer.") {
+        // Skip any prefix (`bert.`, ...) up to a component boundary.
+        let after = |marker: &str| {
+            name.match_indices(marker)
+                .find(|(p, _)| *p == 0 || name[..*p].ends_with('.'))
+                .map(|(p, _)| &name[p + marker.len()..])
+        };
+        if let Some(rest) = after("encoder.layer.") {
             let index = rest.split('.').next().and_then(|i| i.parse::<usize>().ok());
-            if let Some(i) = index.filter(|&i| i < self.num_blocks()) {
-                return Some(i);
-            }
+            return index.filter(|&i| i < self.num_blocks()).or(top);
+        }
+        if after("embeddings.").is_some() {
+            return None;
         }
         top
     }
 }
-
-mod tiny;
-pub use tiny::{write_tiny_bert, write_tiny_tokenizer};

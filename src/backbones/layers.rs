@@ -417,27 +417,42 @@ impl CustomOp1 for GeluOp {
         dispatch!("gelu", s, gelu_fwd(s; l))
     }
 
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(arg.apply_op2_no_bwd(&grad.contiguous()?, &GeluBwdOp)?))
+    fn bwd(&self, arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(arg.apply_op3_no_bwd(
+            res,
+            &grad.contiguous()?,
+            &GeluBwdOp,
+        )?))
     }
 }
 
-/// `dx = g * (Phi(x) + x * phi(x))`.
+/// `dx = g * (Phi(x) + x * phi(x))`, with `Phi(x) = gelu(x) / x` taken from the forward
+/// output instead of a second `erf`.
 struct GeluBwdOp;
 
-fn gelu_bwd<T: Real>(x: &[T], g: &[T], lx: &Layout, lg: &Layout) -> Result<(CpuStorage, Shape)> {
-    let (x, g) = (
+fn gelu_bwd<T: Real>(
+    x: &[T],
+    y: &[T],
+    g: &[T],
+    lx: &Layout,
+    ly: &Layout,
+    lg: &Layout,
+) -> Result<(CpuStorage, Shape)> {
+    let (x, y, g) = (
         contiguous(x, lx, "gelu-bwd")?,
+        contiguous(y, ly, "gelu-bwd")?,
         contiguous(g, lg, "gelu-bwd")?,
     );
     let half = T::from_f64(0.5);
-    let inv_sqrt2 = T::from_f64(std::f64::consts::FRAC_1_SQRT_2);
+    let tiny = T::from_f64(1e-30);
     let inv_sqrt_2pi = T::from_f64(1.0 / (2.0 * std::f64::consts::PI).sqrt());
     let out: Vec<T> = x
         .iter()
+        .zip(y)
         .zip(g)
-        .map(|(&v, &gi)| {
-            let cdf = half * (T::one() + (v * inv_sqrt2).erf());
+        .map(|((&v, &yi), &gi)| {
+            let small = v < tiny && T::zero() - v < tiny;
+            let cdf = if small { half } else { yi / v };
             let pdf = inv_sqrt_2pi * (T::zero() - half * v * v).exp();
             gi * (cdf + v * pdf)
         })
@@ -445,7 +460,7 @@ fn gelu_bwd<T: Real>(x: &[T], g: &[T], lx: &Layout, lg: &Layout) -> Result<(CpuS
     Ok((T::to_cpu_storage_owned(out), lx.shape().clone()))
 }
 
-impl CustomOp2 for GeluBwdOp {
+impl CustomOp3 for GeluBwdOp {
     fn name(&self) -> &'static str {
         "warmstart-gelu-bwd"
     }
@@ -456,7 +471,9 @@ impl CustomOp2 for GeluBwdOp {
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        dispatch!("gelu-bwd", s1, gelu_bwd(s1, s2; l1, l2))
+        dispatch!("gelu-bwd", s1, gelu_bwd(s1, s2, s3; l1, l2, l3))
     }
 }

@@ -103,13 +103,11 @@ pub fn finetune(
     }
     let mut opt = GroupedAdamW::new(vec![
         ParamGroup {
-            name: "backbone",
             vars: backbone_vars.iter().map(|(_, v)| v.clone()).collect(),
             lr: recipe.backbone_lr,
             weight_decay: recipe.weight_decay,
         },
         ParamGroup {
-            name: "head",
             vars: head.vars(),
             lr: recipe.finetune_head_lr,
             weight_decay: recipe.weight_decay,

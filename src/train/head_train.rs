@@ -102,7 +102,6 @@ pub fn train_head(
     let rounds = cfg.epochs.div_ceil(every);
 
     let mut opt = GroupedAdamW::new(vec![ParamGroup {
-        name: "head",
         vars: head.vars(),
         lr: cfg.lr,
         weight_decay: cfg.weight_decay,

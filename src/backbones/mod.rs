@@ -2,6 +2,9 @@
 //! registry of which ones this installation has. Nothing above `train` sees these types;
 //! the HTTP layer only ever sees [`registry::BackboneInfo`].
 
+pub mod depthwise;
+pub mod efficientnet;
+pub mod image;
 pub mod torch_legacy;
 
 use candle_core::{Tensor, Var};

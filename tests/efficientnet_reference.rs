@@ -186,3 +186,240 @@ fn lite0_classifies_natural_images_like_pytorch() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+// ---- The tiny random network (same code path, fast) ----
+
+use warmstart::backbones::efficientnet::{tiny_config, write_tiny_efficientnet};
+
+fn tiny(dir: &Path, mode: WeightsMode) -> candle_core::Result<EfficientNetLite> {
+    EfficientNetLite::load_dir(dir, LiteVariant::Lite0, mode, &Device::Cpu)
+}
+
+/// Deterministic pseudo-random pixels in [-1, 1).
+fn pixels(b: usize, res: usize, seed: u32) -> candle_core::Result<Tensor> {
+    let n = b * 3 * res * res;
+    let v: Vec<f32> = (0..n as u32)
+        .map(|i| {
+            ((i.wrapping_mul(2_654_435_761)
+                .wrapping_add(seed.wrapping_mul(40_503))
+                >> 8)
+                % 2048) as f32
+                / 1024.0
+                - 1.0
+        })
+        .collect();
+    Tensor::from_vec(v, (b, 3, res, res), &Device::Cpu)
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> candle_core::Result<f32> {
+    (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
+}
+
+#[test]
+fn tiny_network_loads_through_the_same_path_and_is_fast() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    write_tiny_efficientnet(dir.path(), 0)?;
+    let model = tiny(dir.path(), WeightsMode::Frozen)?;
+    assert_eq!(model.config(), &tiny_config());
+    assert_eq!(
+        (
+            model.resolution(),
+            model.embedding_dim(),
+            model.num_blocks()
+        ),
+        (32, 64, 7)
+    );
+    assert!(model.named_vars().is_empty(), "frozen: no Vars");
+    let x = pixels(16, 32, 1)?;
+    model.forward(
+        &Batch::Image {
+            pixels: x.narrow(0, 0, 2)?,
+        },
+        false,
+    )?;
+    let t = std::time::Instant::now();
+    let f = model.forward(&Batch::Image { pixels: x }, false)?;
+    let elapsed = t.elapsed();
+    println!("tiny forward of 16 images: {elapsed:?}");
+    assert!(elapsed.as_secs_f64() < 0.5, "tiny forward took {elapsed:?}");
+    assert_eq!(f.dims(), [16, 64]);
+    let v = f.to_vec2::<f32>()?;
+    assert!(v.iter().flatten().all(|x| x.is_finite()));
+    assert!(v.iter().flatten().any(|&x| x > 0.0), "features all zero");
+    assert_ne!(v[0], v[1], "different images must give different features");
+
+    // Same seed, same weights; another seed, other weights.
+    let again = tempfile::tempdir()?;
+    write_tiny_efficientnet(again.path(), 0)?;
+    let other = tempfile::tempdir()?;
+    write_tiny_efficientnet(other.path(), 1)?;
+    let x = pixels(2, 32, 2)?;
+    let f0 = model.forward(&Batch::Image { pixels: x.clone() }, false)?;
+    let f1 = tiny(again.path(), WeightsMode::Frozen)?
+        .forward(&Batch::Image { pixels: x.clone() }, false)?;
+    let f2 =
+        tiny(other.path(), WeightsMode::Frozen)?.forward(&Batch::Image { pixels: x }, false)?;
+    assert_eq!(max_diff(&f0, &f1)?, 0.0);
+    assert!(max_diff(&f0, &f2)? > 1e-3);
+    Ok(())
+}
+
+#[test]
+fn every_trainable_var_gets_a_gradient_and_a_block() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    write_tiny_efficientnet(dir.path(), 3)?;
+    let model = tiny(dir.path(), WeightsMode::Trainable)?;
+    let vars = model.named_vars();
+    // 10 blocks: the first without expansion (2 conv+BN), 9 with (3 each), plus stem and head;
+    // each conv+BN contributes kernel, gamma, beta.
+    assert_eq!(vars.len(), (2 + 9 * 3 + 2) * 3);
+    let feats = model.forward(
+        &Batch::Image {
+            pixels: pixels(4, 32, 3)?,
+        },
+        true,
+    )?;
+    let loss = feats.sqr()?.mean_all()?;
+    let grads = loss.backward()?;
+    let mut stages = std::collections::BTreeSet::new();
+    for (name, var) in &vars {
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("{name} has no gradient"));
+        let norm = g.sqr()?.sum_all()?.to_scalar::<f32>()?;
+        assert!(
+            norm > 0.0 && norm.is_finite(),
+            "{name}: gradient norm {norm}"
+        );
+        let block = model.block_of(name);
+        if name.starts_with("_conv_stem.") || name.starts_with("_bn0.") {
+            assert_eq!(block, None, "{name}");
+        } else if name.starts_with("_conv_head.") || name.starts_with("_bn1.") {
+            assert_eq!(block, Some(6), "{name}");
+        } else {
+            let b = block.unwrap_or_else(|| panic!("{name} has no block"));
+            assert!(b < model.num_blocks());
+            stages.insert(b);
+        }
+    }
+    assert_eq!(stages.len(), 7, "every stage owns weights: {stages:?}");
+    // Blocks are numbered bottom-up: the first block is stage 0, the last stage 6.
+    assert_eq!(model.block_of("_blocks.0._depthwise_conv.weight"), Some(0));
+    assert_eq!(model.block_of("_blocks.9._project_conv.weight"), Some(6));
+    assert_eq!(model.block_of("_blocks.99._project_conv.weight"), None);
+    assert_eq!(model.block_of("_fc.weight"), None);
+    Ok(())
+}
+
+#[test]
+fn fast_kernels_match_candle_stock_ops_in_value_and_gradient() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    write_tiny_efficientnet(dir.path(), 4)?;
+    let mut model = tiny(dir.path(), WeightsMode::Trainable)?;
+    // Odd, non-square input: exercises asymmetric SAME padding everywhere.
+    let x = pixels(3, 37, 4)?.narrow(3, 0, 29)?;
+    let mut results = Vec::new();
+    for kernels in [Kernels::Fast, Kernels::Stock] {
+        model.set_kernels(kernels);
+        let f = model.forward(&Batch::Image { pixels: x.clone() }, false)?;
+        let grads = f.sqr()?.mean_all()?.backward()?;
+        results.push((f, grads));
+    }
+    let (fast, stock) = (&results[0], &results[1]);
+    let d = max_diff(&fast.0, &stock.0)?;
+    assert!(d < 1e-4, "features differ by {d}");
+    for (name, var) in model.named_vars() {
+        let (a, b) = (
+            fast.1.get(var.as_tensor()).unwrap(),
+            stock.1.get(var.as_tensor()).unwrap(),
+        );
+        let scale = b
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f32>()?
+            .max(1e-3);
+        let d = max_diff(a, b)?;
+        assert!(
+            d / scale < 1e-3,
+            "{name}: gradients differ by {d} (scale {scale})"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn trainable_equals_frozen_and_stochastic_depth_only_in_training() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    write_tiny_efficientnet(dir.path(), 5)?;
+    let frozen = tiny(dir.path(), WeightsMode::Frozen)?;
+    let trainable = tiny(dir.path(), WeightsMode::Trainable)?;
+    let batch = Batch::Image {
+        pixels: pixels(8, 32, 5)?,
+    };
+    let a = frozen.forward(&batch, false)?;
+    assert!(max_diff(&a, &trainable.forward(&batch, false)?)? < 1e-5);
+    assert_eq!(
+        max_diff(&a, &frozen.forward(&batch, false)?)?,
+        0.0,
+        "inference is deterministic"
+    );
+    // Training mode drops residual branches per example at random, reproducibly per seed.
+    trainable.seed(11);
+    let t1 = trainable.forward(&batch, true)?;
+    trainable.seed(11);
+    let t2 = trainable.forward(&batch, true)?;
+    let t3 = trainable.forward(&batch, true)?;
+    assert_eq!(max_diff(&t1, &t2)?, 0.0);
+    assert!(max_diff(&t1, &a)? > 0.0 && max_diff(&t2, &t3)? > 0.0);
+    Ok(())
+}
+
+#[test]
+fn lite1_and_lite2_load_and_agree_with_lite0_on_natural_images() -> anyhow::Result<()> {
+    let data = test_data_dir();
+    for variant in [LiteVariant::Lite1, LiteVariant::Lite2] {
+        let pth = models_dir().join(variant.id()).join("weights.pth");
+        if !pth.is_file()
+            || NATURAL
+                .iter()
+                .any(|(name, _, _)| !data.join(name).is_file())
+        {
+            assert!(
+                !ci(),
+                "CI=true but {} or the test images are missing",
+                pth.display()
+            );
+            eprintln!("SKIP: {} or test images missing", pth.display());
+            continue;
+        }
+        let dir = tempfile::tempdir()?;
+        std::os::unix::fs::symlink(&pth, dir.path().join("weights.pth"))?;
+        let model =
+            EfficientNetLite::load_dir(dir.path(), variant, WeightsMode::Frozen, &Device::Cpu)?;
+        let res = model.resolution();
+        assert_eq!((res, model.embedding_dim()), (variant.resolution(), 1280));
+        let mut pixels = Vec::new();
+        for (name, _, _) in NATURAL {
+            let img = image::decode(&std::fs::read(data.join(name))?, image::DEFAULT_MAX_PIXELS)?;
+            pixels.push(image::to_tensor(&img, res)?);
+        }
+        let probs =
+            candle_nn::ops::softmax_last_dim(&model.forward_logits(&Tensor::stack(&pixels, 0)?)?)?
+                .to_vec2::<f32>()?;
+        for ((name, lite0_top3, _), p) in NATURAL.iter().zip(&probs) {
+            let top = top_k(p, 3);
+            println!(
+                "{variant:?} {name} at {res}px: top-3 {top:?} p {:.3?}",
+                top.iter().map(|&i| p[i]).collect::<Vec<_>>()
+            );
+            // No PyTorch reference for these sizes: they must at least agree with Lite0's.
+            assert!(
+                lite0_top3.contains(&top[0]),
+                "{variant:?} {name}: top-1 {} not in {lite0_top3:?}",
+                top[0]
+            );
+        }
+    }
+    Ok(())
+}

@@ -4,7 +4,7 @@
 //! custom depthwise op, fused shift+ReLU6) and candle's stock ops, kept as the reference
 //! they are tested against, the "before" of the benchmarks, and the path for non-CPU devices.
 
-use super::ops::{im2col_nchw, shift_relu6};
+use super::ops::{im2col_nchw, shift as add_shift, shift_relu6};
 use crate::backbones::WeightsMode;
 use crate::backbones::depthwise::{
     DepthwiseParams, depthwise_conv2d_nhwc, depthwise_conv2d_nhwc_candle, same_pad,
@@ -187,7 +187,8 @@ impl ConvBn {
         match (relu6, kernels) {
             (true, Kernels::Fast) => shift_relu6(&y, &shift),
             (true, Kernels::Stock) => y.broadcast_add(&shift)?.clamp(0f32, 6f32),
-            (false, _) => y.broadcast_add(&shift),
+            (false, Kernels::Fast) => add_shift(&y, &shift),
+            (false, Kernels::Stock) => y.broadcast_add(&shift),
         }
     }
 }

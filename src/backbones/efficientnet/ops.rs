@@ -1,5 +1,5 @@
 //! Fused CPU ops the EfficientNet forward/backward is made of, besides matmuls and the
-//! depthwise convolution: "add the folded batch-norm shift, then ReLU6" with an explicit
+//! depthwise convolution: "add the folded batch-norm shift (then ReLU6)" with an explicit
 //! backward, and the stem's im2col. Candle builds ReLU6 as `maximum(0).minimum(6)`, whose
 //! backward allocates about eight full-size temporaries per activation (masks, divisions);
 //! here the backward is one pass over the output plus one per-channel reduction.
@@ -25,21 +25,33 @@ fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [
 /// `relu6(x + shift)` with `shift` broadcast along the last (channel) dimension.
 /// Differentiable with respect to both arguments.
 pub fn shift_relu6(x: &Tensor, shift: &Tensor) -> Result<Tensor> {
-    let c = x.dim(candle_core::D::Minus1)?;
-    if shift.dims() != [c] {
-        bail!(
-            "shift_relu6: shift {:?} does not match {c} channels",
-            shift.dims()
-        )
-    }
-    x.contiguous()?.apply_op2(&shift.contiguous()?, ShiftRelu6)
+    apply_shift(x, shift, true)
 }
 
-struct ShiftRelu6;
+/// `x + shift` with `shift` broadcast along the last (channel) dimension. Unlike candle's
+/// `broadcast_add`, whose backward materialises a full-size gradient for the broadcast shift
+/// and then reduces it over three strided dimensions, the backward here passes the gradient
+/// through and sums it per channel in one contiguous pass.
+pub fn shift(x: &Tensor, shift: &Tensor) -> Result<Tensor> {
+    apply_shift(x, shift, false)
+}
 
-impl CustomOp2 for ShiftRelu6 {
+fn apply_shift(x: &Tensor, shift: &Tensor, relu6: bool) -> Result<Tensor> {
+    let c = x.dim(candle_core::D::Minus1)?;
+    if shift.dims() != [c] {
+        bail!("shift: {:?} does not match {c} channels", shift.dims())
+    }
+    x.contiguous()?
+        .apply_op2(&shift.contiguous()?, ShiftAct { relu6 })
+}
+
+struct ShiftAct {
+    relu6: bool,
+}
+
+impl CustomOp2 for ShiftAct {
     fn name(&self) -> &'static str {
-        "shift-relu6"
+        if self.relu6 { "shift-relu6" } else { "shift" }
     }
 
     fn cpu_fwd(
@@ -49,16 +61,21 @@ impl CustomOp2 for ShiftRelu6 {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(s1, l1, "shift_relu6 input")?;
-        let b = contiguous_f32(s2, l2, "shift_relu6 shift")?;
+        let x = contiguous_f32(s1, l1, "shift input")?;
+        let b = contiguous_f32(s2, l2, "shift")?;
         let c = b.len();
+        let (lo, hi) = if self.relu6 {
+            (0.0, 6.0)
+        } else {
+            (f32::NEG_INFINITY, f32::INFINITY)
+        };
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(c * rows_per_task(c))
             .zip(x.par_chunks(c * rows_per_task(c)))
             .for_each(|(o, x)| {
                 for (o_row, x_row) in o.chunks_mut(c).zip(x.chunks(c)) {
                     for ((o, &x), &b) in o_row.iter_mut().zip(x_row).zip(b) {
-                        *o = (x + b).clamp(0.0, 6.0);
+                        *o = (x + b).clamp(lo, hi);
                     }
                 }
             });
@@ -72,8 +89,13 @@ impl CustomOp2 for ShiftRelu6 {
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
         // d relu6(z)/dz is 1 where 0 < relu6(z) < 6, else 0 (as torch's hardtanh backward).
-        let gz = res.apply_op2_no_bwd(&grad.contiguous()?, &Relu6Mask)?;
+        let gz = if self.relu6 {
+            res.apply_op2_no_bwd(&grad, &Relu6Mask)?
+        } else {
+            grad
+        };
         let g_shift = if shift.track_op() {
             Some(gz.apply_op1_no_bwd(&ChannelSum)?)
         } else {

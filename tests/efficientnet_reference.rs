@@ -423,3 +423,43 @@ fn lite1_and_lite2_load_and_agree_with_lite0_on_natural_images() -> anyhow::Resu
     }
     Ok(())
 }
+
+#[test]
+fn fine_tuned_weights_round_trip_through_tensors() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    write_tiny_efficientnet(dir.path(), 6)?;
+    let mut model = tiny(dir.path(), WeightsMode::Trainable)?;
+    model.set_drop_connect_rate(0.0);
+    let batch = Batch::Image {
+        pixels: pixels(2, 32, 6)?,
+    };
+    let before = model.forward(&batch, false)?;
+    // One crude SGD step on every Var, then export and reload frozen.
+    let grads = model.forward(&batch, true)?.sqr()?.mean_all()?.backward()?;
+    for (_, var) in model.named_vars() {
+        let g = grads.get(var.as_tensor()).expect("grad");
+        var.set(&(var.as_tensor() - (g * 0.5)?)?)?;
+    }
+    let after = model.forward(&batch, false)?;
+    assert!(
+        max_diff(&before, &after)? > 1e-4,
+        "the step changed nothing"
+    );
+    let tensors = model.tensors()?;
+    let reloaded =
+        EfficientNetLite::from_tensors(&tensors, tiny_config(), WeightsMode::Frozen, &Device::Cpu)?;
+    assert!(max_diff(&after, &reloaded.forward(&batch, false)?)? < 1e-5);
+    // With stochastic depth off, training mode is deterministic too.
+    assert_eq!(
+        max_diff(&model.forward(&batch, true)?, &model.forward(&batch, true)?)?,
+        0.0
+    );
+    let empty = model.forward(
+        &Batch::Image {
+            pixels: pixels(1, 32, 0)?.narrow(0, 0, 0)?,
+        },
+        false,
+    )?;
+    assert_eq!(empty.dims(), [0, 64]);
+    Ok(())
+}

@@ -343,6 +343,36 @@ impl EfficientNetLite {
         self.kernels = kernels;
     }
 
+    /// Sets the stochastic-depth rate of the last block (others scale linearly with their
+    /// index, as in the original training); 0 turns stochastic depth off.
+    pub fn set_drop_connect_rate(&mut self, rate: f64) {
+        self.config.drop_connect_rate = rate.clamp(0.0, 0.99);
+        let total = self.blocks.len();
+        for (idx, block) in self.blocks.iter_mut().enumerate() {
+            block.drop_rate = self.config.drop_connect_rate * idx as f64 / total as f64;
+        }
+    }
+
+    /// Every weight under its torch name, current values (fine-tuned `Var`s included), in the
+    /// layout [`EfficientNetLite::from_tensors`] loads: for saving a fine-tuned backbone.
+    pub fn tensors(&self) -> Result<HashMap<String, Tensor>> {
+        let mut out = HashMap::new();
+        self.stem.export(&mut out)?;
+        for block in &self.blocks {
+            if let Some(e) = &block.expand {
+                e.export(&mut out)?;
+            }
+            block.depthwise.export(&mut out)?;
+            block.project.export(&mut out)?;
+        }
+        self.head.export(&mut out)?;
+        if let Some((w_t, b)) = &self.classifier {
+            out.insert("_fc.weight".into(), w_t.t()?.contiguous()?);
+            out.insert("_fc.bias".into(), b.clone());
+        }
+        Ok(out)
+    }
+
     /// Re-seeds the stochastic-depth masks used when `forward(.., train = true)`.
     pub fn seed(&self, seed: u64) {
         *self.rng.lock() = StdRng::seed_from_u64(seed);
@@ -353,6 +383,9 @@ impl EfficientNetLite {
         let (b, c, _, _) = pixels.dims4()?;
         if c != 3 {
             bail!("efficientnet: expected 3 colour channels, got {c}")
+        }
+        if b == 0 {
+            return Tensor::zeros((0, self.config.head_channels), DType::F32, pixels.device());
         }
         let pixels = pixels.to_dtype(DType::F32)?;
         let mut x = self.stem.forward(&pixels, true, self.kernels)?;

@@ -71,7 +71,14 @@ fn half_to_even(twice: u32) -> u32 {
 /// `(p - 127) / 128`. Returns `[3, resolution, resolution]` `f32` on the CPU.
 pub fn to_tensor(img: &RgbImage, resolution: usize) -> candle_core::Result<Tensor> {
     let res = resolution as u32;
+    // Beyond 4:1, only a centre part survives the crop anyway: cut it out first so a
+    // 10000x10 strip is not resized to 224000x224 on the way.
     let (w, h) = img.dimensions();
+    if w > 4 * h || h > 4 * w {
+        let (cw, ch) = (w.min(4 * h), h.min(4 * w));
+        let strip = imageops::crop_imm(img, (w - cw) / 2, (h - ch) / 2, cw, ch).to_image();
+        return to_tensor(&strip, resolution);
+    }
     // torchvision Resize(int): the long side becomes int(res * long / short).
     let (nw, nh) = if w <= h {
         (res, ((res as u64 * h as u64) / w as u64) as u32)
@@ -386,6 +393,12 @@ mod tests {
             ),
             (0, 2, 2, 2)
         );
+        // Extreme strips and single pixels still give the requested shape.
+        assert_eq!(
+            to_tensor(&gradient(5000, 3), 32).unwrap().dims(),
+            [3, 32, 32]
+        );
+        assert_eq!(to_tensor(&gradient(1, 1), 32).unwrap().dims(), [3, 32, 32]);
     }
 
     #[test]

@@ -37,11 +37,15 @@ pub enum ConvKind {
 /// `t = beta - mean * s`; `s` is folded into the kernel, `t` is added before the activation.
 pub struct ConvBn {
     kind: ConvKind,
+    /// Tensor-name prefixes, e.g. `_blocks.3._expand_conv` and `_blocks.3._bn0`.
+    conv: String,
+    bn: String,
     /// Torch layout: `[O, C, k, k]` (`[C, 1, k, k]` for depthwise).
     weight: Tensor,
     gamma: Tensor,
     beta: Tensor,
     mean: Tensor,
+    var: Tensor,
     inv_std: Tensor,
     /// Frozen mode: (kernel, shift) computed once at load.
     folded: Option<(Tensor, Tensor)>,
@@ -91,7 +95,7 @@ impl ConvBn {
         let mut beta = take(tensors, &format!("{bn}.bias"), &[c_out], device)?;
         let mean = take(tensors, &format!("{bn}.running_mean"), &[c_out], device)?;
         let var = take(tensors, &format!("{bn}.running_var"), &[c_out], device)?;
-        let inv_std = (var + eps)?.sqrt()?.recip()?;
+        let inv_std = (&var + eps)?.sqrt()?.recip()?;
         if mode == WeightsMode::Trainable {
             for (name, t) in [
                 (format!("{conv}.weight"), &mut weight),
@@ -103,12 +107,16 @@ impl ConvBn {
                 vars.push((name, v));
             }
         }
+        let (conv, bn) = (conv.to_string(), bn.to_string());
         let mut layer = Self {
             kind,
+            conv,
+            bn,
             weight,
             gamma,
             beta,
             mean,
+            var,
             inv_std,
             folded: None,
         };
@@ -117,6 +125,17 @@ impl ConvBn {
             layer.folded = Some((k.contiguous()?, t));
         }
         Ok(layer)
+    }
+
+    /// Adds this layer's current weights under their torch names (a snapshot: later optimiser
+    /// updates of the `Var`s do not change them).
+    pub fn export(&self, out: &mut HashMap<String, Tensor>) -> Result<()> {
+        out.insert(format!("{}.weight", self.conv), self.weight.copy()?);
+        out.insert(format!("{}.weight", self.bn), self.gamma.copy()?);
+        out.insert(format!("{}.bias", self.bn), self.beta.copy()?);
+        out.insert(format!("{}.running_mean", self.bn), self.mean.clone());
+        out.insert(format!("{}.running_var", self.bn), self.var.clone());
+        Ok(())
     }
 
     /// (kernel in the fast ops' layout, shift). Kernel layouts: stem `[C*k*k, O]`, pointwise

@@ -18,7 +18,7 @@ pub use tiny::{tiny_config, write_tiny_efficientnet};
 use crate::backbones::torch_legacy::ensure_converted;
 use crate::backbones::{Backbone, Batch, WeightsMode};
 use candle_core::{DType, Device, Result, Tensor, Var, bail};
-use layers::{ConvBn, ConvKind, MbConv};
+use layers::{ConvBn, ConvKind, MbConv, WeightLoader};
 use parking_lot::Mutex;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::{Deserialize, Serialize};
@@ -210,20 +210,15 @@ impl EfficientNetLite {
         mode: WeightsMode,
         device: &Device,
     ) -> Result<Self> {
-        let eps = config.bn_eps;
-        let mut vars = Vec::new();
-        let stem_kind = ConvKind::Stem { k: 3, stride: 2 };
-        let stem = ConvBn::load(
+        let mut w = WeightLoader {
             tensors,
-            "_conv_stem",
-            "_bn0",
-            stem_kind,
-            (3, config.stem_channels),
-            eps,
+            bn_eps: config.bn_eps,
             mode,
-            &mut vars,
             device,
-        )?;
+            vars: Vec::new(),
+        };
+        let stem_kind = ConvKind::Stem { k: 3, stride: 2 };
+        let stem = w.conv_bn("_conv_stem", "_bn0", stem_kind, (3, config.stem_channels))?;
         let stages = config.stages();
         let total: usize = stages.iter().map(|s| s.repeats).sum();
         let mut blocks = Vec::with_capacity(total);
@@ -235,50 +230,20 @@ impl EfficientNetLite {
                 let p = format!("_blocks.{idx}");
                 let stride = if r == 0 { st.stride } else { 1 };
                 let mid = c_in * st.expand;
-                let expand = if st.expand != 1 {
-                    let kind = ConvKind::Pointwise;
-                    let e = ConvBn::load(
-                        tensors,
-                        &format!("{p}._expand_conv"),
-                        &format!("{p}._bn0"),
-                        kind,
-                        (c_in, mid),
-                        eps,
-                        mode,
-                        &mut vars,
-                        device,
-                    )?;
-                    Some(e)
-                } else {
+                let expand = if st.expand == 1 {
                     None
+                } else {
+                    let (conv, bn) = (format!("{p}._expand_conv"), format!("{p}._bn0"));
+                    Some(w.conv_bn(&conv, &bn, ConvKind::Pointwise, (c_in, mid))?)
                 };
                 let kind = ConvKind::Depthwise {
                     k: st.kernel,
                     stride,
                 };
-                let depthwise = ConvBn::load(
-                    tensors,
-                    &format!("{p}._depthwise_conv"),
-                    &format!("{p}._bn1"),
-                    kind,
-                    (mid, mid),
-                    eps,
-                    mode,
-                    &mut vars,
-                    device,
-                )?;
-                let kind = ConvKind::Pointwise;
-                let project = ConvBn::load(
-                    tensors,
-                    &format!("{p}._project_conv"),
-                    &format!("{p}._bn2"),
-                    kind,
-                    (mid, st.out_channels),
-                    eps,
-                    mode,
-                    &mut vars,
-                    device,
-                )?;
+                let (conv, bn) = (format!("{p}._depthwise_conv"), format!("{p}._bn1"));
+                let depthwise = w.conv_bn(&conv, &bn, kind, (mid, mid))?;
+                let (conv, bn) = (format!("{p}._project_conv"), format!("{p}._bn2"));
+                let project = w.conv_bn(&conv, &bn, ConvKind::Pointwise, (mid, st.out_channels))?;
                 blocks.push(MbConv {
                     expand,
                     depthwise,
@@ -290,17 +255,9 @@ impl EfficientNetLite {
                 c_in = st.out_channels;
             }
         }
-        let head = ConvBn::load(
-            tensors,
-            "_conv_head",
-            "_bn1",
-            ConvKind::Pointwise,
-            (c_in, config.head_channels),
-            eps,
-            mode,
-            &mut vars,
-            device,
-        )?;
+        let head_io = (c_in, config.head_channels);
+        let head = w.conv_bn("_conv_head", "_bn1", ConvKind::Pointwise, head_io)?;
+        let vars = w.vars;
         let classifier = match (tensors.get("_fc.weight"), tensors.get("_fc.bias")) {
             (Some(w), Some(b)) if w.rank() == 2 && w.dim(1)? == config.head_channels => Some((
                 w.to_dtype(DType::F32)?

@@ -70,21 +70,27 @@ fn take(
     t.to_dtype(DType::F32)?.to_device(device)
 }
 
-impl ConvBn {
+/// Builds [`ConvBn`] layers from named tensors, collecting the `Var`s of trainable weights.
+pub struct WeightLoader<'a> {
+    pub tensors: &'a HashMap<String, Tensor>,
+    pub bn_eps: f64,
+    pub mode: WeightsMode,
+    pub device: &'a Device,
+    /// `(name, Var)` for every trainable weight loaded so far, in load order.
+    pub vars: Vec<(String, Var)>,
+}
+
+impl WeightLoader<'_> {
     /// Loads `{conv}.weight` and `{bn}.{weight,bias,running_mean,running_var}`. In
-    /// [`WeightsMode::Trainable`] the kernel, gamma and beta become `Var`s appended to `vars`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn load(
-        tensors: &HashMap<String, Tensor>,
+    /// [`WeightsMode::Trainable`] the kernel, gamma and beta become `Var`s.
+    pub fn conv_bn(
+        &mut self,
         conv: &str,
         bn: &str,
         kind: ConvKind,
         (c_in, c_out): (usize, usize),
-        eps: f64,
-        mode: WeightsMode,
-        vars: &mut Vec<(String, Var)>,
-        device: &Device,
-    ) -> Result<Self> {
+    ) -> Result<ConvBn> {
+        let (tensors, device, mode) = (self.tensors, self.device, self.mode);
         let wshape = match kind {
             ConvKind::Stem { k, .. } => vec![c_out, c_in, k, k],
             ConvKind::Pointwise => vec![c_out, c_in, 1, 1],
@@ -95,7 +101,7 @@ impl ConvBn {
         let mut beta = take(tensors, &format!("{bn}.bias"), &[c_out], device)?;
         let mean = take(tensors, &format!("{bn}.running_mean"), &[c_out], device)?;
         let var = take(tensors, &format!("{bn}.running_var"), &[c_out], device)?;
-        let inv_std = (&var + eps)?.sqrt()?.recip()?;
+        let inv_std = (&var + self.bn_eps)?.sqrt()?.recip()?;
         if mode == WeightsMode::Trainable {
             for (name, t) in [
                 (format!("{conv}.weight"), &mut weight),
@@ -104,11 +110,11 @@ impl ConvBn {
             ] {
                 let v = Var::from_tensor(t)?;
                 *t = v.as_tensor().clone();
-                vars.push((name, v));
+                self.vars.push((name, v));
             }
         }
         let (conv, bn) = (conv.to_string(), bn.to_string());
-        let mut layer = Self {
+        let mut layer = ConvBn {
             kind,
             conv,
             bn,
@@ -126,7 +132,9 @@ impl ConvBn {
         }
         Ok(layer)
     }
+}
 
+impl ConvBn {
     /// Adds this layer's current weights under their torch names (a snapshot: later optimiser
     /// updates of the `Var`s do not change them).
     pub fn export(&self, out: &mut HashMap<String, Tensor>) -> Result<()> {

@@ -85,7 +85,9 @@ impl App {
         let limits = Limits {
             max_examples: config.max_examples,
             max_text_chars: config.max_text_chars,
-            ..Limits::default()
+            max_image_pixels: config.max_image_pixels,
+            max_zip_entries: config.max_zip_entries,
+            max_uncompressed_bytes: config.max_unzipped_mb << 20,
         };
         let compute = std::thread::available_parallelism()
             .map_or(2, |n| n.get())

@@ -120,7 +120,7 @@ pub enum BackboneError {
 /// How inputs are turned into a [`Batch`] for one backbone.
 pub enum Preprocessor {
     Text {
-        encoder: TextEncoder,
+        encoder: Box<TextEncoder>,
         /// The most tokens the backbone was trained with.
         max_length: usize,
     },
@@ -320,7 +320,7 @@ impl Registry {
                     modality: spec.modality,
                     net: Box::new(net),
                     prep: Preprocessor::Text {
-                        encoder,
+                        encoder: Box::new(encoder),
                         max_length: spec.max_length.unwrap_or(256) as usize,
                     },
                 })

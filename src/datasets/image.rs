@@ -282,11 +282,9 @@ pub fn parse_zip(
             continue;
         }
         let hash: [u8; 32] = Sha256::digest(&bytes).into();
-        if let Some(prev) = hashes.get(&hash) {
-            if prev == &label {
-                duplicates += 1;
-                continue;
-            }
+        if hashes.get(&hash) == Some(&label) {
+            duplicates += 1;
+            continue;
         }
         hashes.insert(hash, label.clone());
         let name = format!("images/{:06}.{ext}", examples.len());

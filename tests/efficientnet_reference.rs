@@ -273,6 +273,17 @@ fn every_trainable_var_gets_a_gradient_and_a_block() -> anyhow::Result<()> {
     // 10 blocks: the first without expansion (2 conv+BN), 9 with (3 each), plus stem and head;
     // each conv+BN contributes kernel, gamma, beta.
     assert_eq!(vars.len(), (2 + 9 * 3 + 2) * 3);
+    let count: usize = vars.iter().map(|(_, v)| v.elem_count()).sum();
+    assert_eq!(count, tiny_config().num_parameters());
+    // The real sizes (counted from the .pth files, classifier included): 4.65M, 5.42M, 6.09M.
+    let fc = 1280 * 1000 + 1000;
+    for (variant, total) in [
+        (LiteVariant::Lite0, 4_652_008),
+        (LiteVariant::Lite1, 5_416_680),
+        (LiteVariant::Lite2, 6_092_072),
+    ] {
+        assert_eq!(variant.config().num_parameters() + fc, total, "{variant:?}");
+    }
     let feats = model.forward(
         &Batch::Image {
             pixels: pixels(4, 32, 3)?,

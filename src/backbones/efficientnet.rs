@@ -125,6 +125,26 @@ impl EfficientNetConfig {
         rounded
     }
 
+    /// Trainable parameters of the backbone (conv kernels, batch-norm gamma and beta; no
+    /// classifier, no running statistics): what `named_vars` holds in trainable mode.
+    pub fn num_parameters(&self) -> usize {
+        let conv_bn = |kernel: usize, c_out: usize| kernel + 2 * c_out;
+        let mut n = conv_bn(self.stem_channels * 3 * 9, self.stem_channels);
+        let mut c_in = self.stem_channels;
+        for st in self.stages() {
+            for _ in 0..st.repeats {
+                let mid = c_in * st.expand;
+                if st.expand != 1 {
+                    n += conv_bn(c_in * mid, mid);
+                }
+                n += conv_bn(mid * st.kernel * st.kernel, mid)
+                    + conv_bn(mid * st.out_channels, st.out_channels);
+                c_in = st.out_channels;
+            }
+        }
+        n + conv_bn(c_in * self.head_channels, self.head_channels)
+    }
+
     /// The seven stages; Lite keeps the first and last stage depths fixed.
     pub fn stages(&self) -> Vec<StageSpec> {
         BASE_STAGES

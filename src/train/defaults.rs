@@ -139,6 +139,10 @@ pub fn resolve(
     });
     let finetune_epochs = c.pick("finetune_epochs", c.given.finetune_epochs, || {
         let (e, why) = match (text, n_train) {
+            (false, _) if per_class <= 10.0 => (
+                0,
+                "images, at most 10 per class: a well-regularised head on frozen features is hard to beat and fine-tuning mostly fits noise",
+            ),
             (true, 0..=2000) => (4, "small text set"),
             (true, 2001..=10000) => (3, "medium text set"),
             (true, _) => (2, "large text set: each epoch is long"),

@@ -8,6 +8,7 @@
 
 pub mod artifact;
 pub mod baseline;
+pub mod budget;
 pub mod calibration;
 pub mod defaults;
 pub mod features;

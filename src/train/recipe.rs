@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 
 use super::artifact::{FORMAT_VERSION, ModelArtifact, ModelConfig};
 use super::baseline;
+use super::budget;
 use super::calibration::calibrate;
 use super::defaults::{Recipe, resolve};
 use super::features::extract;
@@ -80,17 +81,34 @@ struct HeldOut {
 }
 
 impl Engine {
-    /// Picks the backbone: the one asked for, or the modality's default for `"auto"`.
-    pub fn resolve_backbone(&self, req: &TrainRequest) -> (String, Option<String>) {
-        if req.backbone == "auto" {
-            let id = self.registry.default_for(req.modality);
-            (
-                id.to_string(),
-                Some(format!("the default {} backbone", req.modality.as_str())),
-            )
-        } else {
-            (req.backbone.clone(), None)
+    /// Picks the backbone and resolves the recipe: the backbone asked for, or for `"auto"`
+    /// the text default, or the largest EfficientNet-Lite whose estimated time fits.
+    pub fn plan(&self, req: &TrainRequest, data: &DataProfile, budget_s: f64) -> Recipe {
+        let h = &req.hyperparameters;
+        let v = req.validation.as_ref();
+        if req.backbone != "auto" {
+            return resolve(h, v, &req.backbone, None, req.seed, data);
         }
+        let id = self.registry.default_for(req.modality);
+        let draft = resolve(h, v, id, None, req.seed, data);
+        let (id, reason) = match req.modality {
+            Modality::Text => (id.to_string(), "the text backbone".to_string()),
+            Modality::Image => {
+                let runs = match draft.validation {
+                    ValidationSpec::Kfold { folds } => folds + 1,
+                    ValidationSpec::Holdout { .. } => 1,
+                };
+                let installed = |id: &str| self.registry.info(id).is_some_and(|b| b.available);
+                budget::choose_image_backbone(
+                    data.num_examples,
+                    budget_s,
+                    draft.finetune_epochs,
+                    runs,
+                    installed,
+                )
+            }
+        };
+        resolve(h, v, &id, Some(reason), req.seed, data)
     }
 
     pub fn train(&self, req: &TrainRequest, obs: &mut dyn Observer) -> TrainResult<TrainOutcome> {
@@ -105,15 +123,11 @@ impl Engine {
                 "every label needs at least one example and there must be 2 labels or more".into(),
             ));
         }
-        let (backbone_id, backbone_reason) = self.resolve_backbone(req);
-        let recipe = resolve(
-            &req.hyperparameters,
-            req.validation.as_ref(),
-            &backbone_id,
-            backbone_reason,
-            req.seed,
-            &data,
-        );
+        let budget_s = req
+            .time_budget_s
+            .map_or(budget::DEFAULT_BUDGET_S, |s| s as f64);
+        let mut recipe = self.plan(req, &data, budget_s);
+        let backbone_id = recipe.backbone.clone();
         obs.recipe(&serde_json::to_value(&recipe).expect("recipe serialises"));
         let device = self.registry.device().clone();
         let frozen = self.registry.frozen(&backbone_id)?;
@@ -131,7 +145,35 @@ impl Engine {
             Stage::ExtractingFeatures,
             "running the frozen backbone once per example",
         );
+        let extract_started = Instant::now();
         let features = extract(&frozen, &req.examples, recipe.max_length, &device, obs)?;
+        let forward_s = extract_started.elapsed().as_secs_f64() / req.examples.len() as f64;
+        let (runs, n_valid) = match recipe.validation {
+            ValidationSpec::Kfold { folds } => (folds + 1, data.num_examples / folds),
+            ValidationSpec::Holdout { fraction } => {
+                (1, (data.num_examples as f64 * fraction) as usize)
+            }
+        };
+        let remaining = budget_s - started.elapsed().as_secs_f64();
+        let user_set = req.hyperparameters.finetune_epochs.is_some();
+        if let Some(choice) = budget::fit_epochs_to_budget(
+            &mut recipe,
+            forward_s,
+            runs,
+            data.num_examples - n_valid,
+            n_valid,
+            remaining,
+            user_set,
+        ) {
+            obs.log(&format!(
+                "finetune_epochs = {}: {}",
+                choice.value, choice.reason
+            ));
+            recipe.choices.retain(|c| c.parameter != choice.parameter);
+            recipe.choices.push(choice);
+            obs.recipe(&serde_json::to_value(&recipe).expect("recipe serialises"));
+        }
+        let recipe = recipe;
         let baseline_data = baseline::prepare(&req.examples, &device)?;
         let ctx = FitContext {
             req,

@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startServer, startKeyProxy, launchBrowser, createApiKey, datasetCsv } from './lib.mjs';
+import { colourDatasetZip, colourImage } from './images.mjs';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const artifacts = path.resolve(process.env.BROWSER_ARTIFACTS || path.join(repo, 'target/browser-artifacts'));
@@ -231,6 +232,36 @@ async function main() {
       console.log(`\n  cancelled ${((Date.now() - clicked) / 1000).toFixed(1)} s after the click`);
       assert.ok(await page.locator('#cancel-job').isHidden(), 'no cancel button on a finished job');
       await shot('09-job-cancelled');
+    });
+
+    await step('images: ZIP upload, head-only job from the form, image picker with previews predicts', async () => {
+      const images = colourDatasetZip(8);
+      await page.goto(`${base}/#/datasets`);
+      await page.locator('#dataset-file').setInputFiles({ name: 'colours.zip', mimeType: 'application/zip', buffer: images.zip });
+      await routeId('datasets');
+      await page.locator('#dataset-summary .pill', { hasText: 'image' }).waitFor();
+      assert.equal(await page.locator('#dataset-count').innerText(), String(images.count));
+      await shot('12-image-dataset');
+      await page.locator('#finetune_epochs').fill('0');
+      await page.locator('#start-job').click();
+      await routeId('jobs');
+      await page.locator('#job-status').filter({ hasText: 'succeeded' }).waitFor({ timeout: JOB_TIMEOUT });
+      await page.locator('#job-stages .step-skipped', { hasText: 'Fine-tuning' }).waitFor();
+      await shot('13-image-job');
+      await page.locator('#open-model').click();
+      await routeId('models');
+      await page.locator('#try-image').setInputFiles([
+        { name: 'red.png', mimeType: 'image/png', buffer: colourImage('red', 7) },
+        { name: 'blue.png', mimeType: 'image/png', buffer: colourImage('blue', 7) },
+      ]);
+      assert.equal(await page.locator('#try-previews img').count(), 2, 'a preview per picked image');
+      assert.ok(await page.locator('#try-previews img').first().evaluate((img) => img.complete && img.naturalWidth === 64), 'the preview shows the picked image');
+      await page.locator('#try-predict').click();
+      await page.locator('#try-results .predicted-label').nth(1).waitFor();
+      const got = await page.locator('#try-results .predicted-label').allInnerTexts();
+      assert.deepEqual(got, ['red', 'blue'], `predictions in input order: ${got}`);
+      await page.locator('#try-results').scrollIntoViewIfNeeded();
+      await shot('14-image-try-it');
     });
 
     await step('a failed job shows its error message (stubbed API answers for this one job)', async () => {

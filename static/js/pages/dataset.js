@@ -9,7 +9,7 @@ import { jobRows } from './lists.js';
 function summary(d) {
   const warnings = d.warnings || [];
   return [
-    card('Summary',
+    h('section', { class: 'card', id: 'dataset-summary' }, h('h2', { text: 'Summary' }),
       facts([
         ['Modality', h('span', { class: 'pill', text: d.modality })],
         ['Examples', h('span', { id: 'dataset-count', text: fmt.int(d.num_examples) })],

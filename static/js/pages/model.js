@@ -128,7 +128,7 @@ export async function modelPage(view, { params, signal, navigate }) {
       model.job_id ? h('a', { href: `#/jobs/${model.job_id}`, text: 'job' }) : 'imported',
       model.dataset_id ? [' · ', h('a', { href: `#/datasets/${model.dataset_id}`, text: 'dataset' })] : null),
     h('h1', { tabindex: '-1', text: `Model ${fmt.shortId(id)}` }),
-    h('p', { class: 'lead' }, `A ${model.modality} classifier on `, h('strong', { text: model.backbone }),
+    h('p', { class: 'lead' }, `${model.modality === 'image' ? 'An' : 'A'} ${model.modality} classifier on `, h('strong', { text: model.backbone }),
       ` with ${model.labels.length} labels: `, model.labels.join(', '), '.'),
     actions(model, navigate),
     card('Validation metrics', headline(m)),

@@ -7,11 +7,12 @@ import { scoreBars } from '../charts.js';
 
 const MAX_INPUTS = 256;
 
-function predictionView(prediction, subject) {
-  return h('li', { class: 'prediction' },
+function predictionView(prediction, subject, kind) {
+  return h('li', { class: `prediction prediction-${kind}` },
     subject,
-    h('p', { class: 'prediction-label' }, 'Predicted: ', h('strong', { class: 'predicted-label', text: prediction.label })),
-    scoreBars(prediction.top_k || [{ label: prediction.label, score: prediction.score }]));
+    h('div', { class: 'prediction-body' },
+      h('p', { class: 'prediction-label' }, 'Predicted: ', h('strong', { class: 'predicted-label', text: prediction.label })),
+      scoreBars(prediction.top_k || [{ label: prediction.label, score: prediction.score }])));
 }
 
 function textPanel(model, results, run) {
@@ -29,7 +30,7 @@ function textPanel(model, results, run) {
       return;
     }
     run(button, () => predictTexts(model.id, inputs, Math.min(5, model.labels.length)),
-      (preds) => preds.map((p, i) => predictionView(p, h('blockquote', { class: 'prediction-input', text: inputs[i] }))));
+      (preds) => preds.map((p, i) => predictionView(p, h('blockquote', { class: 'prediction-input', text: inputs[i] }), 'text')));
   };
   form.addEventListener('submit', (e) => {
     e.preventDefault();
@@ -67,7 +68,7 @@ function imagePanel(model, results, run) {
     const files = [...input.files].slice(0, MAX_INPUTS);
     if (!files.length) return;
     run(button, () => predictImages(model.id, files, Math.min(5, model.labels.length)),
-      (preds) => preds.map((p, i) => predictionView(p, h('figure', { class: 'prediction-input' }, thumb(files[i], i)))));
+      (preds) => preds.map((p, i) => predictionView(p, h('figure', { class: 'prediction-input' }, thumb(files[i], i)), 'image')));
   });
   return form;
 }

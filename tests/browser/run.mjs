@@ -154,10 +154,11 @@ async function main() {
     });
 
     let modelId;
+    let jobId;
     let statuses = [];
     await step('start a job with the defaults; live status, stage, progress and curves reach succeeded', async () => {
       await page.locator('#start-job').click();
-      const jobId = await routeId('jobs');
+      jobId = await routeId('jobs');
       await page.locator('#job-status .badge').waitFor();
       // Record every status the badge shows, without reloading: proof it updates live.
       await page.evaluate(() => {
@@ -297,9 +298,16 @@ async function main() {
 
     await step('phone width (390×844): no horizontal scrolling on each page', async () => {
       await page.setViewportSize({ width: 390, height: 844 });
-      for (const [name, hash] of [['datasets', '#/datasets'], ['dataset', `#/datasets/${datasetId}`], ['model', `#/models/${modelId}`], ['jobs', '#/jobs']]) {
+      const pages = [
+        ['datasets', '#/datasets', '#dataset-list table'],
+        ['dataset', `#/datasets/${datasetId}`, '#dataset-title'],
+        ['job', `#/jobs/${jobId}`, '#job-events .ev-succeeded'],
+        ['model', `#/models/${modelId}`, '#per-class'],
+        ['jobs', '#/jobs', '#job-list table'],
+      ];
+      for (const [name, hash, ready] of pages) {
         await page.goto(`${base}/${hash}`);
-        await page.locator('main h1').waitFor();
+        await page.locator(ready).waitFor();
         await page.waitForLoadState('networkidle');
         await assertNoOverflow(`${name} page at phone width`);
         await shot(`11-phone-${name}`);

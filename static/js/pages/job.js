@@ -211,7 +211,7 @@ class JobView {
     let failures = 0;
     while (!this.signal.aborted) {
       try {
-        this.slots.stream.textContent = 'Live: following the job’s event stream.';
+        this.slots.stream.textContent = this.terminal ? '' : 'Live: following the job’s event stream.';
         last = await streamJobEvents(this.id, { signal: this.signal, lastId: last, onEvent: (e) => this.onEvent(e) });
         failures = 0;
       } catch (err) {

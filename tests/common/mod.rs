@@ -9,7 +9,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tower::ServiceExt;
 use warmstart::app::App;
 use warmstart::config::Config;
@@ -140,15 +140,12 @@ impl TestApp {
         }
     }
 
-    /// Uploads a dataset, trains with the given hyperparameters, waits for success.
-    pub async fn train(&self, csv: &str, hyper: Value) -> (Value, Value) {
+    /// Uploads a dataset, trains with the given request fields (besides `dataset_id`),
+    /// waits for success.
+    pub async fn train(&self, csv: &str, mut request: Value) -> (Value, Value) {
         let ds = self.upload_dataset("data.csv", csv.as_bytes()).await;
-        let (status, job) = self
-            .post_json(
-                "/v1/jobs",
-                json!({"dataset_id": ds["id"], "hyperparameters": hyper}),
-            )
-            .await;
+        request["dataset_id"] = ds["id"].clone();
+        let (status, job) = self.post_json("/v1/jobs", request).await;
         assert_eq!(status, StatusCode::CREATED, "{job}");
         let job = self
             .wait_job(job["id"].as_str().unwrap(), Duration::from_secs(120))

@@ -67,7 +67,10 @@ export function lineChart({ title, series, bands = [], yRange, yFormat = (v) => 
     const x0 = sx(band.from - 0.5 < xMin ? xMin : band.from - 0.5);
     const x1 = sx(band.to + 0.5 > xMax ? xMax : band.to + 0.5);
     root.append(svg('rect', { x: x0, y: T, width: Math.max(0, x1 - x0), height: H - T - B, class: `band ${band.cls || ''}` }));
-    root.append(svg('text', { x: x0 + 4, y: T + 12, class: 'band-label' }, band.label));
+    if (band.label) {
+      root.append(svg('line', { x1: x0, x2: x0, y1: T, y2: H - B, class: 'band-edge' }));
+      root.append(svg('text', { x: x0 + 4, y: T + 12, class: 'band-label' }, band.label));
+    }
   }
   for (const t of niceTicks(yMin, yMax)) {
     root.append(svg('line', { x1: L, x2: W - R, y1: sy(t), y2: sy(t), class: 'grid' }));
@@ -80,11 +83,14 @@ export function lineChart({ title, series, bands = [], yRange, yFormat = (v) => 
   root.append(svg('line', { x1: L, x2: L, y1: T, y2: H - B, class: 'axis' }));
   if (xLabel) root.append(svg('text', { x: (L + W - R) / 2, y: H - 6, class: 'axis-label', 'text-anchor': 'middle' }, xLabel));
 
+  const many = all.length > 120; // dots only while they stay readable
   for (const s of series) {
     const pts = s.points.filter((p) => Number.isFinite(p.y));
     if (!pts.length) continue;
-    const d = pts.map((p, i) => `${i ? 'L' : 'M'}${sx(p.x).toFixed(1)},${sy(p.y).toFixed(1)}`).join('');
-    root.append(svg('path', { d, class: `line ${s.cls}` }));
+    // A new sub-path at each segment (fold) so folds are not joined by a line.
+    const d = pts.map((p, i) => `${i && pts[i - 1].segment === p.segment ? 'L' : 'M'}${sx(p.x).toFixed(1)},${sy(p.y).toFixed(1)}`).join('');
+    root.append(svg('path', { d, class: `line ${s.cls}`, 'data-points': pts.length }));
+    if (many) continue;
     for (const p of pts) {
       root.append(svg('circle', { cx: sx(p.x), cy: sy(p.y), r: 2.5, class: `dot ${s.cls}` },
         svg('title', {}, `${s.name}: ${yFormat(p.y)}${p.note ? ` (${p.note})` : ''}`)));

@@ -51,6 +51,15 @@ async function routeId(prefix) {
   return page.evaluate(() => location.hash.split('/')[2]);
 }
 
+let apiBase;
+let apiHeaders = {};
+/** A GET on the API from the test itself, to compare the page with what the API says. */
+async function api(pathname) {
+  const r = await fetch(`${apiBase}${pathname}`, { headers: apiHeaders });
+  assert.ok(r.ok, `GET ${pathname}: ${r.status}`);
+  return r.json();
+}
+
 async function main() {
   fs.rmSync(artifacts, { recursive: true, force: true });
   fs.mkdirSync(artifacts, { recursive: true });
@@ -61,6 +70,8 @@ async function main() {
   // Without key support in the binary, a proxy in front of it demands the key instead.
   const proxy = realKey ? null : await startKeyProxy(server.base, apiKey);
   const base = proxy ? proxy.base : server.base;
+  apiBase = base;
+  apiHeaders = { Authorization: `Bearer ${apiKey}` };
   console.log(realKey ? 'The server requires the API key made with `warmstart keys create`.'
     : 'The binary has no `keys` subcommand: a loopback proxy in front of it requires the API key.');
   const browser = await launchBrowser(chromiumPath);
@@ -162,11 +173,15 @@ async function main() {
       await page.locator('#job-status .badge').waitFor();
       // Record every status the badge shows, without reloading: proof it updates live.
       await page.evaluate(() => {
-        window.__statuses = [document.querySelector('#job-status').textContent];
-        new MutationObserver(() => {
-          const s = document.querySelector('#job-status').textContent;
-          if (window.__statuses[window.__statuses.length - 1] !== s) window.__statuses.push(s);
-        }).observe(document.querySelector('#job-status'), { childList: true, subtree: true, characterData: true });
+        const watch = (selector, list) => {
+          const el = document.querySelector(selector);
+          window[list] = [el.textContent];
+          new MutationObserver(() => {
+            if (window[list][window[list].length - 1] !== el.textContent) window[list].push(el.textContent);
+          }).observe(el, { childList: true, subtree: true, characterData: true });
+        };
+        watch('#job-status', '__statuses');
+        watch('#job-progress-text', '__progress');
       });
       await page.locator('#job-charts .chart path.line').first().waitFor({ timeout: JOB_TIMEOUT });
       await shot('05-job-live');
@@ -177,8 +192,13 @@ async function main() {
       assert.equal(await page.locator('#job-progress').evaluate((p) => p.value), 1);
       assert.equal(await page.locator('#job-charts figure').count(), 2, 'a loss chart and an accuracy chart');
       for (const series of ['s-train', 's-val']) {
-        const dots = await page.locator(`#job-charts figure:first-child circle.${series}`).count();
-        assert.ok(dots >= 2, `loss curve ${series} has ${dots} points`);
+        const n = Number(await page.locator(`#job-charts figure:first-child path.${series}`).getAttribute('data-points'));
+        assert.ok(n >= 2, `loss curve ${series} has ${n} points`);
+      }
+      const job = await api(`/v1/jobs/${jobId}`);
+      if (job.config.validation.strategy === 'kfold') {
+        const progress = await page.evaluate(() => window.__progress);
+        assert.ok(progress.some((t) => /^Fold \d+ of \d+ · /.test(t)), `the live progress names the fold: ${progress.join(' | ')}`);
       }
       await page.locator('#job-choices td code', { hasText: 'backbone' }).first().waitFor();
       await page.locator('#job-events .ev-succeeded').waitFor();
@@ -189,8 +209,16 @@ async function main() {
       modelId = await routeId('models');
     });
 
-    await step('model page: metrics, per-class table, confusion heat map, download', async () => {
+    await step('model page: metrics, baseline vs transfer, folds, per-class table, confusion heat map, download', async () => {
       await page.locator('#metric-accuracy').waitFor();
+      // Each section the API reports is shown.
+      const { metrics } = await api(`/v1/models/${modelId}`);
+      if (metrics.baseline) {
+        assert.equal(await page.locator('#baseline-table tbody tr').count(), 3, 'accuracy, macro-F1 and log loss vs the baseline');
+        await page.locator('#transfer-gain').waitFor();
+      }
+      if (metrics.folds) assert.equal(await page.locator('#folds tbody tr').count(), metrics.folds.length, 'a row per fold');
+      assert.equal(await page.locator('#candidates tbody tr').count(), Object.keys(metrics.candidates).length);
       assert.match(await page.locator('#metric-accuracy .tile-value').innerText(), /^\d+\.\d%$/);
       assert.equal(await page.locator('#per-class tbody tr').count(), labels.length);
       assert.equal(await page.locator('.heatmap tbody tr').count(), labels.length);

@@ -41,7 +41,7 @@ function jobRequest(form, datasetId) {
   if (value('finetune_epochs')) hp.finetune_epochs = Number(value('finetune_epochs'));
   if (Object.keys(hp).length) req.hyperparameters = hp;
   const strategy = value('strategy');
-  if (strategy === 'holdout' && value('fraction')) req.validation = { strategy, fraction: Number(value('fraction')) };
+  if (strategy === 'holdout') req.validation = value('fraction') ? { strategy, fraction: Number(value('fraction')) } : { strategy };
   else if (strategy === 'kfold') req.validation = value('folds') ? { strategy, folds: Number(value('folds')) } : { strategy };
   if (value('seed')) req.seed = Number(value('seed'));
   return req;
@@ -52,11 +52,13 @@ function jobForm(dataset, backbones, navigate) {
   const select = h('select', { id: 'backbone', name: 'backbone' },
     h('option', { value: 'auto', text: 'auto (chosen for the data)' }),
     options.map((b) => h('option', { value: b.id, disabled: !b.available, text: `${b.id}${b.available ? '' : ' (not installed)'}` })));
-  const strategy = h('select', { id: 'strategy', name: 'strategy' },
+  const strategy = h('select', { id: 'strategy', name: 'strategy', 'aria-describedby': 'strategy-hint' },
+    h('option', { value: '', text: 'auto (chosen for the data)' }),
     h('option', { value: 'holdout', text: 'Stratified holdout' }),
-    h('option', { value: 'kfold', text: 'k-fold' }));
-  const fraction = numberField('fraction', 'Validation fraction', 'Share held out for validation, 0.05–0.5 (auto: 0.2).', { min: '0.05', max: '0.5', step: '0.05' });
-  const folds = numberField('folds', 'Folds', 'Number of folds, 2–20 (auto: 5).', { min: '2', max: '20', step: '1' });
+    h('option', { value: 'kfold', text: 'Stratified k-fold' }));
+  const fraction = numberField('fraction', 'Validation fraction', 'Share held out for validation, 0.05–0.5 (blank: 0.2).', { min: '0.05', max: '0.5', step: '0.05' });
+  const folds = numberField('folds', 'Folds', 'Number of folds, 2–20 (blank: 5).', { min: '2', max: '20', step: '1' });
+  fraction.hidden = true;
   folds.hidden = true;
   strategy.addEventListener('change', () => {
     fraction.hidden = strategy.value !== 'holdout';
@@ -70,7 +72,8 @@ function jobForm(dataset, backbones, navigate) {
       h('div', { class: 'field' }, h('label', { for: 'backbone', text: 'Backbone' }), select),
       numberField('head_epochs', 'Head epochs', 'Epochs of training the new head on cached features (1–10000).', { min: '1', max: '10000', step: '1' }),
       numberField('finetune_epochs', 'Fine-tuning epochs', 'Epochs of fine-tuning the backbone; 0 = head only (0–1000).', { min: '0', max: '1000', step: '1' }),
-      h('div', { class: 'field' }, h('label', { for: 'strategy', text: 'Validation' }), strategy),
+      h('div', { class: 'field' }, h('label', { for: 'strategy', text: 'Validation' }), strategy,
+        h('p', { class: 'hint', id: 'strategy-hint', text: 'How the model is measured and early-stopped.' })),
       fraction, folds,
       numberField('seed', 'Seed', 'Fixes the split and the initialisation (default 0).', { min: '0', step: '1' })),
     h('div', { class: 'actions' }, submit),

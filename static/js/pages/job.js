@@ -27,6 +27,8 @@ class JobView {
     this.log = [];
     this.eventStages = new Set(); // stages the event history has shown so far
     this.refreshTimer = null;
+    this.chartFrame = null;
+    this.segment = null; // "fold 2", "final fit", or null (holdout)
     this.slots = {
       status: h('span', { id: 'job-status', role: 'status', 'aria-live': 'polite' }),
       links: h('p', { class: 'crumbs' }),
@@ -101,6 +103,9 @@ class JobView {
     if (job.status === 'queued') text = 'Waiting for a worker…';
     else if (job.status === 'running') {
       text = STAGE_NAMES[job.stage] || 'Starting';
+      const folds = job.config && job.config.validation && job.config.validation.folds;
+      if (this.segment && this.segment.startsWith('fold') && folds) text = `${fmt.words(this.segment)} of ${folds} · ${text}`;
+      else if (this.segment === 'final fit') text = `Final fit on all the data · ${text}`;
       if (p.epochs > 0) text += ` · epoch ${p.epoch} of ${p.epochs}`;
       else if (fraction > 0) text += ` · ${fmt.pct(fraction, 0)}`;
     } else if (job.status === 'succeeded') {
@@ -143,20 +148,37 @@ class JobView {
           h('td', { text: c.reason })))))) : null);
   }
 
+  /** Redraws the curves at most once per frame (a finished job replays many epochs at once). */
+  scheduleCharts() {
+    if (this.chartFrame) return;
+    this.chartFrame = requestAnimationFrame(() => {
+      this.chartFrame = null;
+      this.renderCharts();
+    });
+  }
+
   renderCharts() {
-    const points = (key) => this.epochs
-      .filter((e) => typeof e.metrics[key] === 'number')
-      .map((e) => ({ x: e.x, y: e.metrics[key], note: e.note }));
-    const bands = [];
-    for (const e of this.epochs) {
-      const band = bands[bands.length - 1];
-      if (band && band.stage === e.stage) band.to = e.x;
-      else bands.push({ stage: e.stage, from: e.x, to: e.x, label: e.stage === 'training_head' ? 'head' : 'fine-tuning', cls: `band-${e.stage}` });
-    }
     if (!this.epochs.length) {
       return replace(this.slots.charts, h('p', { class: 'muted', id: 'charts-empty', text: 'Curves appear here as each epoch ends.' }));
     }
-    const xLabel = 'validation round (head rounds, then fine-tuning epochs)';
+    const points = (key) => this.epochs
+      .filter((e) => typeof e.metrics[key] === 'number')
+      .map((e) => ({ x: e.x, y: e.metrics[key], note: e.note, segment: e.segment }));
+    // One shaded band per stage of each segment (a fold, the final fit, or the holdout
+    // split); the first band of a segment is labelled with it.
+    const bands = [];
+    for (const e of this.epochs) {
+      const band = bands[bands.length - 1];
+      if (band && band.stage === e.stage && band.segment === e.segment) band.to = e.x;
+      else {
+        const first = !band || band.segment !== e.segment;
+        const label = e.segment ? (first ? e.segment : '') : e.stage === 'training_head' ? 'head' : 'fine-tuning';
+        bands.push({ stage: e.stage, segment: e.segment, from: e.x, to: e.x, label, cls: `band-${e.stage}` });
+      }
+    }
+    const xLabel = bands.some((b) => b.segment)
+      ? 'round (per fold, then the final fit on all data: head rounds, then fine-tuning epochs)'
+      : 'round (head rounds, then fine-tuning epochs)';
     replace(this.slots.charts,
       lineChart({ title: 'Loss', bands, xLabel, series: [
         { name: 'training loss', cls: 's-train', points: points('train_loss') },
@@ -167,16 +189,28 @@ class JobView {
   }
 
   onEvent(e) {
-    if (e.kind === 'started' || e.kind === 'requeued') this.epochs = []; // a new attempt starts over
-    if (e.stage && !this.eventStages.has(e.stage)) {
-      this.eventStages.add(e.stage);
-      if (this.job) this.renderStepper();
+    if (e.kind === 'started' || e.kind === 'requeued') {
+      this.epochs = []; // a new attempt starts over
+      this.segment = null;
     }
+    if (e.stage) this.eventStages.add(e.stage);
+    // Stage and status move with the events at once; the job is re-read for the rest.
+    if (this.job && !this.terminal && (e.kind === 'stage' || e.kind === 'started')) {
+      if (e.stage) this.job.stage = e.stage;
+      if (e.kind === 'started') this.job.status = 'running';
+      this.job.progress = { epoch: 0, epochs: 0, fraction: 0 };
+      this.setJob(this.job);
+    } else if (this.job) this.renderStepper();
     if (e.kind === 'epoch') {
       const m = e.metrics || {};
-      const note = m.head_epoch ? `head epoch ${m.head_epoch}` : `${STAGE_NAMES[e.stage] || e.stage}, epoch ${e.epoch}`;
-      this.epochs.push({ x: this.epochs.length + 1, stage: e.stage, metrics: m, note });
-      this.renderCharts();
+      const segment = m.fold ? `fold ${m.fold}` : m.final ? 'final fit' : null;
+      const where = m.head_epoch ? `head epoch ${m.head_epoch}` : `fine-tuning epoch ${e.epoch}`;
+      this.epochs.push({ x: this.epochs.length + 1, stage: e.stage, segment, metrics: m, note: segment ? `${segment}, ${where}` : where });
+      if (segment !== this.segment) {
+        this.segment = segment;
+        if (this.job) this.renderProgress();
+      }
+      this.scheduleCharts();
     } else {
       const text = e.message || fmt.words(e.kind);
       this.slots.events.append(h('li', { class: `ev ev-${e.kind}` },

@@ -8,5 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-backbones.sh "${WARMSTART_MODELS_DIR:-./models}"
 if [ -x scripts/fetch-test-data.sh ]; then scripts/fetch-test-data.sh; fi
+# Small machines: candle's element-wise pool spin-waits against the test threads (see
+# config::tune_thread_pools, which the service applies itself).
+export CANDLE_NUM_THREADS="${CANDLE_NUM_THREADS:-1}"
 cargo test --release "$@"
 if [ $# -eq 0 ]; then scripts/browser-test.sh; fi

@@ -483,3 +483,39 @@ async fn small_datasets_default_to_kfold_with_a_final_fit_on_all_data() {
         m["calibration"]["ece_before"].is_number() && m["calibration"]["ece_after"].is_number()
     );
 }
+
+/// A deliberately mislabelled example is the first suspect of an out-of-fold check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_label_noise_finder_points_at_a_flipped_label() {
+    let app = TestApp::start().await;
+    let mut csv = topic_csv(10);
+    csv.push_str("\"the football match and the goal, case 99\",weather\n");
+    let (ds, job) = app
+        .train(&csv, json!({"hyperparameters": {"finetune_epochs": 0}}))
+        .await;
+    let ds_id = ds["id"].as_str().unwrap();
+    let model_id = job["model_id"].as_str().unwrap();
+    let (status, s) = app
+        .get(&format!(
+            "/v1/datasets/{ds_id}/suspects?model_id={model_id}"
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{s}");
+    assert!(s["method"].as_str().unwrap().contains("out-of-fold"));
+    let first = &s["data"][0];
+    assert_eq!(first["index"], 30, "{s}");
+    assert_eq!(first["given_label"], "weather");
+    assert_eq!(first["suggested_label"], "sports");
+    assert!(first["text"].as_str().unwrap().contains("case 99"));
+    // Without model_id the latest model on the dataset is used; a foreign model is refused.
+    let (status, _) = app.get(&format!("/v1/datasets/{ds_id}/suspects")).await;
+    assert_eq!(status, StatusCode::OK);
+    let other = app.upload_dataset("o.csv", topic_csv(5).as_bytes()).await;
+    let (status, body) = app
+        .get(&format!(
+            "/v1/datasets/{}/suspects?model_id={model_id}",
+            other["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+}

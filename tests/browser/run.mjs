@@ -218,6 +218,14 @@ async function main() {
         await page.locator('#transfer-gain').waitFor();
       }
       if (metrics.folds) assert.equal(await page.locator('#folds tbody tr').count(), metrics.folds.length, 'a row per fold');
+      if (metrics.suspects > 0) {
+        await page.locator('#suspects-table tbody tr').first().waitFor();
+        const { data } = await api(`/v1/datasets/${datasetId}/suspects?model_id=${modelId}`);
+        assert.equal(await page.locator('#suspects-table tbody tr').count(), data.length, 'a row per doubtful label');
+        assert.equal(await page.locator('#suspects-table tbody tr td.suspect-example').first().innerText(), data[0].text);
+      } else if (metrics.suspects === 0) {
+        await page.locator('#suspects').getByText('None').waitFor();
+      }
       assert.equal(await page.locator('#candidates tbody tr').count(), Object.keys(metrics.candidates).length);
       assert.match(await page.locator('#metric-accuracy .tile-value').innerText(), /^\d+\.\d%$/);
       assert.equal(await page.locator('#per-class tbody tr').count(), labels.length);
@@ -284,7 +292,8 @@ async function main() {
         { name: 'blue.png', mimeType: 'image/png', buffer: colourImage('blue', 7) },
       ]);
       assert.equal(await page.locator('#try-previews img').count(), 2, 'a preview per picked image');
-      assert.ok(await page.locator('#try-previews img').first().evaluate((img) => img.complete && img.naturalWidth === 64), 'the preview shows the picked image');
+      // The preview shows the picked image itself (64 px wide once decoded).
+      await page.waitForFunction(() => [...document.querySelectorAll('#try-previews img')].every((img) => img.complete && img.naturalWidth === 64));
       await page.locator('#try-predict').click();
       await page.locator('#try-results .predicted-label').nth(1).waitFor();
       const got = await page.locator('#try-results .predicted-label').allInnerTexts();

@@ -116,18 +116,14 @@ export function candidates(m) {
     dataTable('candidates', headRow(['Candidate', 'Accuracy', 'Macro-F1', 'Log loss']), rows));
 }
 
-/** Temperature scaling, and how many labels the model doubts. */
+/** Temperature scaling of the scores. */
 export function calibration(m) {
   const c = m.calibration;
-  const doubts = typeof m.suspects === 'number' ? m.suspects : null;
-  if (!c && doubts === null) return null;
-  return card('Calibration and label check',
-    c ? h('p', {}, `Scores are calibrated by temperature scaling (T = ${fmt.num(c.temperature)}): expected calibration error `,
-      h('strong', { text: `${fmt.num(c.ece_before)} → ${fmt.num(c.ece_after)}` }), '.') : null,
-    c && c.method ? h('p', { class: 'hint', text: fmt.words(c.method) }) : null,
-    doubts !== null ? h('p', { id: 'suspects' }, doubts
-      ? `${doubts} example${doubts === 1 ? '' : 's'} of the dataset carr${doubts === 1 ? 'ies' : 'y'} a label the model doubts (held-out predictions disagree strongly): worth a look.`
-      : 'No example’s label looks doubtful to the model.') : null);
+  if (!c) return null;
+  return card('Calibration',
+    h('p', {}, `Scores are calibrated by temperature scaling (T = ${fmt.num(c.temperature)}): expected calibration error `,
+      h('strong', { text: `${fmt.num(c.ece_before)} → ${fmt.num(c.ece_after)}` }), '.'),
+    c.method ? h('p', { class: 'hint', text: fmt.words(c.method) }) : null);
 }
 
 export function perClass(m) {

@@ -6,6 +6,7 @@ import { get, del, downloadModel } from '../api.js';
 import { confusionHeatMap } from '../charts.js';
 import { tryIt } from './tryit.js';
 import { headline, comparison, crossValidation, candidates, calibration, perClass } from './metrics.js';
+import { suspectsCard } from './suspects.js';
 
 function actions(model, navigate) {
   const message = h('div', { id: 'model-action-message' });
@@ -63,6 +64,7 @@ export async function modelPage(view, { params, signal, navigate }) {
     h('div', { class: 'grid-2' },
       perClass(m),
       m.confusion_matrix ? card('Confusion matrix', confusionHeatMap(m.confusion_matrix)) : null),
+    suspectsCard(model, signal),
     calibration(m),
     card('Details', facts([
       ['Id', h('code', { text: model.id })],

@@ -67,8 +67,12 @@ export async function startServer({ bin, repo, dataDir, logFile }) {
     '--static-dir', path.join(repo, 'static'),
   ], { stdio: ['ignore', log, log], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' } });
   let exited = null;
+  // Never outlive the test, however it ends (process.exit, a signal turned into exit).
+  const reap = () => exited || child.kill('SIGKILL');
+  process.on('exit', reap);
   child.on('exit', (code, signal) => {
     exited = { code, signal };
+    process.off('exit', reap);
   });
   const deadline = Date.now() + 60_000;
   for (;;) {
@@ -79,7 +83,10 @@ export async function startServer({ bin, repo, dataDir, logFile }) {
     } catch {
       // not listening yet
     }
-    if (Date.now() > deadline) throw new Error(`warmstart serve did not answer /healthz within 60 s; see ${logFile}`);
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`warmstart serve did not answer /healthz within 60 s; see ${logFile}`);
+    }
     await sleep(100);
   }
   return {
@@ -133,19 +140,29 @@ export async function startKeyProxy(target, key) {
 /** Launches chromium with a fresh profile (persistent context = its own user-data-dir). */
 export async function launchBrowser(executablePath) {
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'warmstart-chromium-'));
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath,
-    headless: true,
-    args: CHROMIUM_ARGS,
-    viewport: { width: 1280, height: 800 },
-    acceptDownloads: true,
-    timeout: 60_000,
-  });
+  const removeProfile = () => fs.rmSync(profile, { recursive: true, force: true });
+  let context;
+  try {
+    context = await chromium.launchPersistentContext(profile, {
+      executablePath,
+      headless: true,
+      args: CHROMIUM_ARGS,
+      viewport: { width: 1280, height: 800 },
+      acceptDownloads: true,
+      timeout: 60_000,
+    });
+  } catch (err) {
+    removeProfile();
+    throw err;
+  }
+  // Registered after playwright's own exit handler, which kills chromium first.
+  process.on('exit', removeProfile);
   return {
     context,
     async close() {
       await context.close().catch(() => {});
-      fs.rmSync(profile, { recursive: true, force: true });
+      removeProfile();
+      process.off('exit', removeProfile);
     },
   };
 }

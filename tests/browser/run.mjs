@@ -64,22 +64,26 @@ async function main() {
   fs.rmSync(artifacts, { recursive: true, force: true });
   fs.mkdirSync(artifacts, { recursive: true });
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'warmstart-browser-'));
-  const realKey = createApiKey(bin, dataDir);
-  const apiKey = realKey || 'browser-test-key-0123456789abcdef';
-  const server = await startServer({ bin, repo, dataDir, logFile: path.join(artifacts, 'server.log') });
-  // Without key support in the binary, a proxy in front of it demands the key instead.
-  const proxy = realKey ? null : await startKeyProxy(server.base, apiKey);
-  const base = proxy ? proxy.base : server.base;
-  apiBase = base;
-  apiHeaders = { Authorization: `Bearer ${apiKey}` };
-  console.log(realKey ? 'The server requires the API key made with `warmstart keys create`.'
-    : 'The binary has no `keys` subcommand: a loopback proxy in front of it requires the API key.');
-  const browser = await launchBrowser(chromiumPath);
-  const { csv, labels, count } = datasetCsv();
+  process.on('exit', () => fs.rmSync(dataDir, { recursive: true, force: true }));
+  let server = null;
+  let proxy = null;
+  let browser = null;
   const sseRequests = [];
   const authHeaders = [];
   let recordAuth = false;
   try {
+    const realKey = createApiKey(bin, dataDir);
+    const apiKey = realKey || 'browser-test-key-0123456789abcdef';
+    server = await startServer({ bin, repo, dataDir, logFile: path.join(artifacts, 'server.log') });
+    // Without key support in the binary, a proxy in front of it demands the key instead.
+    proxy = realKey ? null : await startKeyProxy(server.base, apiKey);
+    const base = proxy ? proxy.base : server.base;
+    apiBase = base;
+    apiHeaders = { Authorization: `Bearer ${apiKey}` };
+    console.log(realKey ? 'The server requires the API key made with `warmstart keys create`.'
+      : 'The binary has no `keys` subcommand: a loopback proxy in front of it requires the API key.');
+    browser = await launchBrowser(chromiumPath);
+    const { csv, labels, count } = datasetCsv();
     page = browser.context.pages()[0] || (await browser.context.newPage());
     page.setDefaultTimeout(30_000);
     // Turn on file-chooser interception now: enabling it lazily races a quick key press.
@@ -374,11 +378,19 @@ async function main() {
     if (consoleErrors.length) console.error(`console errors so far:\n${consoleErrors.join('\n')}`);
     throw err;
   } finally {
-    await browser.close();
+    if (browser) await browser.close();
     if (proxy) await proxy.close();
-    await server.stop();
+    if (server) await server.stop();
     fs.rmSync(dataDir, { recursive: true, force: true });
   }
+}
+
+// A timeout's SIGTERM (or Ctrl-C) becomes an exit, so the server is reaped (lib.mjs).
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.on(signal, () => {
+    console.error(`\ninterrupted by ${signal}`);
+    process.exit(1);
+  });
 }
 
 main().then(() => {

@@ -13,6 +13,7 @@ use crate::backbones::registry::Registry;
 use crate::config::Config;
 use crate::datasets::Limits;
 use crate::http::{self, AppState, Counters};
+use crate::jobs::webhook::Webhooks;
 use crate::jobs::worker::WorkerContext;
 use crate::jobs::{Queue, Workers};
 use crate::serve::ModelCache;
@@ -50,7 +51,7 @@ impl App {
         if swept > 0 {
             tracing::info!(swept, "removed leftovers of interrupted writes");
         }
-        let queue = Queue::new(db.clone());
+        let queue = Queue::new(db.clone(), Webhooks::new(config.webhook_secret.clone()));
         let (requeued, failed) = queue.recover().await?;
         if requeued + failed > 0 {
             tracing::warn!(

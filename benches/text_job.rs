@@ -38,9 +38,13 @@ async fn main() {
         .upload_dataset("intents.csv", intents::train_csv(per_class).as_bytes())
         .await;
     let upload = t0.elapsed();
-    let (_, job) = app
-        .post_json("/v1/jobs", json!({"dataset_id": ds["id"]}))
-        .await;
+    // REQUEST='{"hyperparameters":{...}}' adds fields to the job request.
+    let mut request: serde_json::Value = std::env::var("REQUEST")
+        .ok()
+        .map(|r| serde_json::from_str(&r).expect("REQUEST is JSON"))
+        .unwrap_or_else(|| json!({}));
+    request["dataset_id"] = ds["id"].clone();
+    let (_, job) = app.post_json("/v1/jobs", request).await;
     let job = app
         .wait_job(job["id"].as_str().unwrap(), Duration::from_secs(3600))
         .await;

@@ -260,7 +260,7 @@ impl Bert {
             emb_norm,
             layers,
             vars: l.vars,
-            rng: Mutex::new(StdRng::from_os_rng()),
+            rng: Mutex::new(StdRng::seed_from_u64(0)),
         })
     }
 
@@ -333,6 +333,10 @@ pub fn mean_pool_normalize(hidden: &Tensor, mask: &Tensor) -> Result<Tensor> {
 }
 
 impl Backbone for Bert {
+    fn seed(&self, seed: u64) {
+        self.seed_dropout(seed);
+    }
+
     fn forward(&self, batch: &Batch, train: bool) -> Result<Tensor> {
         let Batch::Text {
             input_ids,

@@ -401,6 +401,10 @@ impl EfficientNetLite {
 }
 
 impl Backbone for EfficientNetLite {
+    fn seed(&self, seed: u64) {
+        EfficientNetLite::seed(self, seed);
+    }
+
     fn forward(&self, batch: &Batch, train: bool) -> Result<Tensor> {
         match batch {
             Batch::Image { pixels } => self.features(pixels, train),

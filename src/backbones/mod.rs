@@ -98,6 +98,10 @@ pub trait Backbone: Send + Sync {
     /// block.
     fn block_of(&self, name: &str) -> Option<usize>;
 
+    /// Re-seeds the backbone's own randomness (dropout, stochastic depth) so a training
+    /// run is reproducible from its seed.
+    fn seed(&self, _seed: u64) {}
+
     /// Every weight, current values, under the names [`registry::Registry::load`] reads
     /// back as a fine-tuned model's own weights file.
     fn export_weights(&self) -> candle_core::Result<Vec<(String, Tensor)>> {

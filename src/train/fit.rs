@@ -163,6 +163,7 @@ impl FitContext<'_> {
         let trainable = self
             .registry
             .load(self.backbone_id, None, WeightsMode::Trainable)?;
+        trainable.net.seed(r.seed ^ train.len() as u64);
         let train_ex = self.examples(train);
         let valid_ex = self.examples(valid);
         let plan = FinetunePlan {

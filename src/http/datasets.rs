@@ -25,8 +25,10 @@ pub(super) fn multipart_required(r: MultipartRejection) -> ApiError {
     )
 }
 
+/// Parses an upload; image ZIPs unpack their images into `staging`.
 fn parse_upload(
     upload: &TempUpload,
+    staging: &std::path::Path,
     limits: &datasets::Limits,
 ) -> Result<ParsedDataset, DatasetError> {
     if upload.size == 0 {
@@ -39,11 +41,7 @@ fn parse_upload(
     let parsed = match format {
         "csv" => datasets::text::parse_csv(&upload.path, limits)?,
         "jsonl" => datasets::text::parse_jsonl(&upload.path, limits)?,
-        _ => {
-            return Err(DatasetError::UnsupportedFormat(
-                "image datasets (ZIP) are not supported by this server yet; upload CSV or JSONL text".into(),
-            ));
-        }
+        _ => datasets::image::parse_zip(&upload.path, staging, limits)?,
     };
     parsed.finish(limits)
 }
@@ -81,19 +79,31 @@ pub async fn create(
     let id = Uuid::new_v4().to_string();
     let dir = artifacts.dataset_dir(&id);
     let parsed = tokio::task::spawn_blocking(move || -> Result<ParsedDataset, ApiError> {
-        let parsed = parse_upload(&upload, &limits)?;
-        let staging = artifacts.staging_dir()?;
-        let built = (|| -> std::io::Result<()> {
-            stored::write_examples(&staging, &parsed.examples)?;
-            let ext = parsed.format;
-            std::fs::rename(&upload.path, staging.join(format!("source.{ext}")))
-        })();
-        if let Err(e) = built {
-            let _ = artifacts.remove_dir(&staging);
-            return Err(ApiError::internal(e));
+        // Nothing is written until the upload has been checked (image ZIPs are scanned
+        // whole before their first image is unpacked into the staging folder).
+        let staging = artifacts.tmp_path(".staging");
+        let built = parse_upload(&upload, &staging, &limits)
+            .map_err(ApiError::from)
+            .and_then(|parsed| {
+                std::fs::create_dir_all(&staging).map_err(ApiError::internal)?;
+                stored::write_examples(&staging, &parsed.examples).map_err(ApiError::internal)?;
+                if parsed.modality == crate::backbones::Modality::Text {
+                    // Keep the original text file beside the parsed examples.
+                    let source = staging.join(format!("source.{}", parsed.format));
+                    std::fs::rename(&upload.path, source).map_err(ApiError::internal)?;
+                }
+                Ok(parsed)
+            });
+        match built {
+            Ok(parsed) => {
+                artifacts.commit_dir(&staging, &dir)?;
+                Ok(parsed)
+            }
+            Err(e) => {
+                let _ = artifacts.remove_dir(&staging);
+                Err(e)
+            }
         }
-        artifacts.commit_dir(&staging, &dir)?;
-        Ok(parsed)
     })
     .await
     .map_err(ApiError::internal)??;

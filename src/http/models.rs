@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::multipart::MultipartRejection;
-use axum::extract::{Multipart, Path, State};
+use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -99,35 +99,136 @@ fn text_inputs(inputs: Vec<Value>, max_chars: usize) -> ApiResult<Vec<String>> {
         .collect()
 }
 
+/// Decoded predict inputs.
+enum Inputs {
+    Texts(Vec<String>),
+    Images(Vec<Vec<u8>>),
+}
+
+impl Inputs {
+    fn len(&self) -> usize {
+        match self {
+            Inputs::Texts(t) => t.len(),
+            Inputs::Images(i) => i.len(),
+        }
+    }
+}
+
+fn image_inputs(inputs: Vec<Value>) -> ApiResult<Vec<Vec<u8>>> {
+    use base64::Engine;
+    inputs
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let b64 = v.get("image_base64").and_then(Value::as_str).ok_or_else(|| {
+                ApiError::unprocessable(
+                    "invalid_input",
+                    format!("inputs[{i}] must be {{\"image_base64\": \"...\"}}: this is an image model (or send multipart `file` parts)"),
+                )
+            })?;
+            // Accept data URLs too (`data:image/png;base64,...`).
+            let b64 = b64.split_once("base64,").map_or(b64, |(_, rest)| rest);
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|e| {
+                    ApiError::unprocessable(
+                        "invalid_input",
+                        format!("inputs[{i}].image_base64 is not valid base64 ({e})"),
+                    )
+                })
+        })
+        .collect()
+}
+
+/// Reads `file` parts (and an optional `top_k` field) of a multipart predict request.
+async fn multipart_inputs(mut mp: Multipart) -> ApiResult<(Vec<Vec<u8>>, Option<usize>)> {
+    let mut files = Vec::new();
+    let mut top_k = None;
+    while let Some(field) = mp.next_field().await.map_err(|e| {
+        ApiError::bad_request(
+            "malformed_multipart",
+            format!("cannot read the multipart body: {e}"),
+        )
+    })? {
+        let name = field.name().unwrap_or("").to_string();
+        let bytes = field.bytes().await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::too_large("the request is larger than the limit (WARMSTART_MAX_BODY_MB)")
+            } else {
+                ApiError::bad_request(
+                    "malformed_multipart",
+                    format!("cannot read part {name:?}: {e}"),
+                )
+            }
+        })?;
+        match name.as_str() {
+            "file" => files.push(bytes.to_vec()),
+            "top_k" => {
+                let text = String::from_utf8_lossy(&bytes);
+                top_k = Some(text.trim().parse().map_err(|_| {
+                    ApiError::unprocessable("invalid_top_k", "top_k must be a positive integer")
+                })?);
+            }
+            other => {
+                return Err(ApiError::unprocessable(
+                    "unexpected_field",
+                    format!(
+                        "unexpected form field {other:?}; send images as `file` parts and optionally `top_k`"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok((files, top_k))
+}
+
+/// `POST /v1/models/{id}/predict`: JSON `{"inputs": [...], "top_k": k}` (texts, or
+/// `{"image_base64": ...}` objects), or multipart `file` parts for image models.
 pub async fn predict(
     State(st): State<AppState>,
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
-    ApiJson(req): ApiJson<PredictRequest>,
+    request: Request,
 ) -> ApiResult<Json<Value>> {
     let record = find(&st, &tenant, &id).await?;
-    if req.inputs.is_empty() {
-        return Err(ApiError::unprocessable(
-            "no_inputs",
-            "`inputs` is empty; send at least one input",
-        ));
-    }
-    if req.inputs.len() > MAX_PREDICT_INPUTS {
-        return Err(ApiError::too_large(format!(
-            "{} inputs in one request; send at most {MAX_PREDICT_INPUTS} per request",
-            req.inputs.len()
-        )));
-    }
-    let top_k = check_top_k(req.top_k, record.labels.len())?;
-    let texts = match record.modality {
-        Modality::Text => text_inputs(req.inputs, st.limits.max_text_chars)?,
-        Modality::Image => {
+    let is_multipart = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    let (inputs, top_k) = if is_multipart {
+        let mp = Multipart::from_request(request, &st)
+            .await
+            .map_err(multipart_required)?;
+        let (files, top_k) = multipart_inputs(mp).await?;
+        if record.modality == Modality::Text {
             return Err(ApiError::unprocessable(
                 "invalid_input",
-                "this is an image model; send images as multipart `file` parts",
+                "this is a text model; send JSON {\"inputs\": [\"some text\", ...]}",
             ));
         }
+        (Inputs::Images(files), top_k)
+    } else {
+        let ApiJson(req) = ApiJson::<PredictRequest>::from_request(request, &st).await?;
+        let inputs = match record.modality {
+            Modality::Text => Inputs::Texts(text_inputs(req.inputs, st.limits.max_text_chars)?),
+            Modality::Image => Inputs::Images(image_inputs(req.inputs)?),
+        };
+        (inputs, req.top_k)
     };
+    if inputs.len() == 0 {
+        return Err(ApiError::unprocessable(
+            "no_inputs",
+            "no inputs: send at least one (JSON `inputs`, or multipart `file` parts)",
+        ));
+    }
+    if inputs.len() > MAX_PREDICT_INPUTS {
+        return Err(ApiError::too_large(format!(
+            "{} inputs in one request; send at most {MAX_PREDICT_INPUTS} per request",
+            inputs.len()
+        )));
+    }
+    let top_k = check_top_k(top_k, record.labels.len())?;
     let Ok(_admitted) = st.predict_admission.clone().try_acquire_owned() else {
         st.counters.predict_rejected.fetch_add(1, Ordering::Relaxed);
         return Err(ApiError::overloaded(
@@ -144,12 +245,16 @@ pub async fn predict(
     st.counters.predict_requests.fetch_add(1, Ordering::Relaxed);
     st.counters
         .predict_inputs
-        .fetch_add(texts.len() as u64, Ordering::Relaxed);
+        .fetch_add(inputs.len() as u64, Ordering::Relaxed);
     let models = st.models.clone();
     let dir = st.artifacts.model_dir(&id);
+    let max_pixels = st.limits.max_image_pixels;
     let predictions: Vec<Prediction> = tokio::task::spawn_blocking(move || {
         let model = models.get(&id, &dir)?;
-        model.predict_texts(&texts, top_k)
+        match inputs {
+            Inputs::Texts(texts) => model.predict_texts(&texts, top_k),
+            Inputs::Images(images) => model.predict_images(&images, top_k, max_pixels),
+        }
     })
     .await
     .map_err(ApiError::internal)??;

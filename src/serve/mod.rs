@@ -10,6 +10,7 @@ use std::sync::Arc;
 use candle_core::Tensor;
 use serde::Serialize;
 
+use crate::backbones::image::decode;
 use crate::backbones::registry::{BackboneError, LoadedBackbone, Registry};
 use crate::backbones::{Modality, WeightsMode};
 use crate::train::artifact::{BACKBONE_FILE, ModelConfig, WEIGHTS_FILE, read_config};
@@ -151,6 +152,41 @@ impl LoadedModel {
             }
         }
         Ok(probs.iter().map(|p| self.rank(p, top_k)).collect())
+    }
+
+    /// Predictions for encoded images (JPEG/PNG/WebP bytes), in input order, preprocessed
+    /// exactly like the evaluation view in training (resize, centre crop, normalise).
+    pub fn predict_images(
+        &self,
+        images: &[Vec<u8>],
+        top_k: usize,
+        max_pixels: u64,
+    ) -> Result<Vec<Prediction>, ServeError> {
+        if self.config.modality != Modality::Image {
+            return Err(ServeError::BadInput(
+                "this is a text model; send {\"inputs\": [\"some text\", ...]}".into(),
+            ));
+        }
+        let decoded = images
+            .iter()
+            .enumerate()
+            .map(|(i, bytes)| {
+                decode(bytes, max_pixels)
+                    .map_err(|e| ServeError::BadInput(format!("image {i}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let device = self.standardizer.mean.device().clone();
+        let mut out = Vec::with_capacity(images.len());
+        for chunk in decoded.chunks(PREDICT_BATCH) {
+            let batch = self.backbone.prep.image_batch(chunk, None, &device)?;
+            let feats = self.backbone.net.forward(&batch, false)?;
+            out.extend(
+                self.probabilities(&feats)?
+                    .iter()
+                    .map(|p| self.rank(p, top_k)),
+            );
+        }
+        Ok(out)
     }
 
     fn rank(&self, probs: &[f32], top_k: usize) -> Prediction {

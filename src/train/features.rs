@@ -1,10 +1,11 @@
 //! Feature extraction with the backbone frozen: every example goes through the backbone
-//! exactly once, and the head trains on these cached features. Texts are sorted by length
-//! so each batch pads little.
+//! exactly once (no augmentation), and the head trains on these cached features. Texts
+//! are sorted by length so each batch pads little.
 
 use candle_core::{Device, Tensor};
 
-use super::{Example, ExampleInput, Observer, TrainError, TrainResult, check_cancel};
+use super::inputs::{BatchOptions, cost, make_batch};
+use super::{Example, Observer, TrainResult, check_cancel};
 use crate::backbones::registry::LoadedBackbone;
 
 /// Examples per forward pass during extraction.
@@ -19,25 +20,20 @@ pub fn extract(
     obs: &mut dyn Observer,
 ) -> TrainResult<Tensor> {
     let n = examples.len();
-    let texts: Vec<&str> = examples
-        .iter()
-        .map(|e| match &e.input {
-            ExampleInput::Text(t) => Ok(t.as_str()),
-            ExampleInput::ImageFile(_) => Err(TrainError::Data(
-                "image examples given to a text backbone".into(),
-            )),
-        })
-        .collect::<TrainResult<_>>()?;
     let mut order: Vec<usize> = (0..n).collect();
-    let costs: Vec<usize> = texts.iter().map(|t| backbone.prep.text_cost(t)).collect();
+    let costs: Vec<usize> = examples.iter().map(|e| cost(backbone, e)).collect();
     order.sort_by_key(|&i| costs[i]);
+    let opts = BatchOptions {
+        max_length,
+        augment: None,
+    };
 
     let mut rows: Vec<Option<Tensor>> = vec![None; n];
     let mut done = 0;
     for chunk in order.chunks(EXTRACT_BATCH) {
         check_cancel(obs)?;
-        let batch_texts: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
-        let batch = backbone.prep.text_batch(&batch_texts, max_length, device)?;
+        let batch_examples: Vec<&Example> = chunk.iter().map(|&i| &examples[i]).collect();
+        let batch = make_batch(backbone, &batch_examples, &opts, None, device)?;
         let feats = backbone.net.forward(&batch, false)?.detach();
         for (j, &i) in chunk.iter().enumerate() {
             rows[i] = Some(feats.get(j)?);

@@ -13,9 +13,10 @@ use super::features::Standardizer;
 use super::head::{Head, balanced_class_weights, cross_entropy, soft_targets};
 use super::head_train::{Evaluation, evaluate_logits};
 use super::hyper::{ClassWeights, Unfreeze};
+use super::inputs::{BatchOptions, make_batch};
 use super::optim::{GroupedAdamW, ParamGroup, l1_penalty, warmup_cosine};
-use super::{Example, ExampleInput, Observer, TrainError, TrainResult, check_cancel};
-use crate::backbones::Batch;
+use super::{Example, Observer, TrainError, TrainResult, check_cancel};
+use crate::backbones::image::Augment;
 use crate::backbones::registry::LoadedBackbone;
 use crate::store::jobs::Stage;
 
@@ -44,22 +45,20 @@ pub fn trainable_vars(bb: &LoadedBackbone, unfreeze: Unfreeze) -> Vec<(String, V
         .collect()
 }
 
-fn make_batch(
-    bb: &LoadedBackbone,
-    examples: &[&Example],
-    recipe: &Recipe,
-    device: &Device,
-) -> TrainResult<Batch> {
-    let texts: Vec<&str> = examples
-        .iter()
-        .map(|e| match &e.input {
-            ExampleInput::Text(t) => Ok(t.as_str()),
-            ExampleInput::ImageFile(_) => Err(TrainError::Data(
-                "image examples given to a text backbone".into(),
-            )),
-        })
-        .collect::<TrainResult<_>>()?;
-    Ok(bb.prep.text_batch(&texts, recipe.max_length, device)?)
+/// The image augmentation a recipe asks for (none for text).
+pub fn augmentation(recipe: &Recipe) -> Option<Augment> {
+    recipe.augment.as_ref().map(|a| Augment {
+        crop_scale: if a.crop { (0.6, 1.0) } else { (1.0, 1.0) },
+        crop_ratio: if a.crop {
+            (3.0 / 4.0, 4.0 / 3.0)
+        } else {
+            (1.0, 1.0)
+        },
+        hflip: a.flip,
+        brightness: a.color_jitter,
+        contrast: a.color_jitter,
+        saturation: a.color_jitter,
+    })
 }
 
 /// Logits of the backbone+head in inference mode.
@@ -72,8 +71,12 @@ pub fn predict_logits(
     device: &Device,
 ) -> TrainResult<Vec<Vec<f32>>> {
     let mut out = Vec::with_capacity(examples.len());
+    let opts = BatchOptions {
+        max_length: recipe.max_length,
+        augment: None,
+    };
     for chunk in examples.chunks(EVAL_BATCH) {
-        let batch = make_batch(bb, chunk, recipe, device)?;
+        let batch = make_batch(bb, chunk, &opts, None, device)?;
         let feats = bb.net.forward(&batch, false)?.detach();
         let logits = head.forward(&standardizer.apply(&feats)?, false)?;
         out.extend(logits.to_vec2::<f32>()?);
@@ -128,6 +131,12 @@ pub fn finetune(
     let valid_y: Vec<usize> = valid.iter().map(|e| e.label).collect();
 
     let mut rng = StdRng::seed_from_u64(recipe.seed ^ 0xF17E);
+    let mut aug_rng = StdRng::seed_from_u64(recipe.seed ^ 0xA06);
+    let augment = augmentation(recipe);
+    let opts = BatchOptions {
+        max_length: recipe.max_length,
+        augment: augment.as_ref(),
+    };
     let mut order: Vec<usize> = (0..train.len()).collect();
     let mut best_loss = start.map(|e| e.loss);
     let mut best: Option<(Evaluation, Vec<Tensor>, Vec<Tensor>, u32)> = None;
@@ -143,7 +152,7 @@ pub fn finetune(
             check_cancel(obs)?;
             let examples: Vec<&Example> = chunk.iter().map(|&i| train[i]).collect();
             let labels: Vec<usize> = examples.iter().map(|e| e.label).collect();
-            let batch = make_batch(bb, &examples, recipe, device)?;
+            let batch = make_batch(bb, &examples, &opts, Some(&mut aug_rng), device)?;
             let feats = bb.net.forward(&batch, true)?;
             let logits = head.forward(&standardizer.apply(&feats)?, true)?;
             let targets = soft_targets(

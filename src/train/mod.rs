@@ -13,6 +13,7 @@ pub mod finetune;
 pub mod head;
 pub mod head_train;
 pub mod hyper;
+pub mod inputs;
 pub mod metrics;
 pub mod optim;
 pub mod recipe;

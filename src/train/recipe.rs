@@ -15,8 +15,8 @@ use super::head_train::{Evaluation, HeadTrainConfig, predict_logits, train_head}
 use super::hyper::{ClassWeights, DataProfile, ValidationSpec};
 use super::metrics::{evaluate, softmax_rows};
 use super::{Example, Observer, TrainError, TrainRequest, TrainResult, check_cancel};
-use crate::backbones::WeightsMode;
 use crate::backbones::registry::Registry;
+use crate::backbones::{Modality, WeightsMode};
 use crate::datasets::split;
 use crate::store::jobs::Stage;
 
@@ -258,8 +258,8 @@ impl Engine {
                 backbone: backbone_id.clone(),
                 modality: req.modality,
                 labels: req.labels.clone(),
-                max_length: Some(recipe.max_length),
-                resolution: None,
+                max_length: (req.modality == Modality::Text).then_some(recipe.max_length),
+                resolution: frozen.prep.resolution(),
                 hidden_units: recipe.hidden_units,
                 dropout: recipe.dropout,
                 temperature: 1.0,

@@ -28,6 +28,11 @@ pub struct TestApp {
 /// Writes tiny backbones into `models`.
 pub fn write_tiny_models(models: &Path) {
     warmstart::backbones::bert::write_tiny_bert(&models.join("minilm-l6"), 7).expect("tiny bert");
+    warmstart::backbones::efficientnet::write_tiny_efficientnet(
+        &models.join("efficientnet-lite0"),
+        7,
+    )
+    .expect("tiny efficientnet");
 }
 
 impl TestApp {

@@ -23,7 +23,10 @@ async fn each_size_limit_is_enforced_and_named() {
     })
     .await;
     let (_, job) = app
-        .train(&topic_csv(10), json!({"finetune_epochs": 0, "head_epochs": 3}))
+        .train(
+            &topic_csv(10),
+            json!({"finetune_epochs": 0, "head_epochs": 3}),
+        )
         .await;
     let predict = format!("/v1/models/{}/predict", job["model_id"].as_str().unwrap());
 
@@ -38,10 +41,14 @@ async fn each_size_limit_is_enforced_and_named() {
     while csv.len() < 1_300_000 {
         csv.push_str("\"some words that repeat, again and again\",a\n");
     }
-    let (status, body) = app.upload("/v1/datasets", "big.csv", csv.as_bytes(), &[]).await;
+    let (status, body) = app
+        .upload("/v1/datasets", "big.csv", csv.as_bytes(), &[])
+        .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
     assert!(message(&body).contains("WARMSTART_MAX_UPLOAD_MB"), "{body}");
-    let tmp: Vec<_> = std::fs::read_dir(app.data_dir().join("tmp")).unwrap().collect();
+    let tmp: Vec<_> = std::fs::read_dir(app.data_dir().join("tmp"))
+        .unwrap()
+        .collect();
     assert!(tmp.is_empty(), "scratch files left: {tmp:?}");
 
     // More examples than WARMSTART_MAX_EXAMPLES.
@@ -54,12 +61,20 @@ async fn each_size_limit_is_enforced_and_named() {
     // A text longer than WARMSTART_MAX_TEXT_CHARS, in a dataset and in a predict input.
     let long = "y".repeat(61);
     let csv = format!("text,label\nshort,a\n{long},b\n");
-    let (status, body) = app.upload("/v1/datasets", "long.csv", csv.as_bytes(), &[]).await;
+    let (status, body) = app
+        .upload("/v1/datasets", "long.csv", csv.as_bytes(), &[])
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    assert!(message(&body).contains("WARMSTART_MAX_TEXT_CHARS"), "{body}");
+    assert!(
+        message(&body).contains("WARMSTART_MAX_TEXT_CHARS"),
+        "{body}"
+    );
     let (status, body) = app.post_json(&predict, json!({"inputs": [long]})).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    assert!(message(&body).contains("WARMSTART_MAX_TEXT_CHARS"), "{body}");
+    assert!(
+        message(&body).contains("WARMSTART_MAX_TEXT_CHARS"),
+        "{body}"
+    );
 
     // Too many inputs in one predict request.
     let (status, body) = app
@@ -89,7 +104,10 @@ async fn predict_and_upload_are_rate_limited_per_key() {
 
     app.key = Some(alice.clone());
     let (_, job) = app
-        .train(&topic_csv(6), json!({"finetune_epochs": 0, "head_epochs": 3}))
+        .train(
+            &topic_csv(6),
+            json!({"finetune_epochs": 0, "head_epochs": 3}),
+        )
         .await;
     let predict = format!("/v1/models/{}/predict", job["model_id"].as_str().unwrap());
     let request = || {
@@ -106,7 +124,11 @@ async fn predict_and_upload_are_rate_limited_per_key() {
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
     assert_eq!(body["error"]["code"], "rate_limited");
     assert!(message(&body).contains("WARMSTART_PREDICT_RATE"), "{body}");
-    let retry: u64 = headers[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+    let retry: u64 = headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=100).contains(&retry), "{retry}");
 
     // Uploads: the burst of 2 was partly spent by train() above (one upload).
@@ -122,7 +144,11 @@ async fn predict_and_upload_are_rate_limited_per_key() {
     let (status, headers, body) = app.send_full(upload()).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
     assert!(message(&body).contains("WARMSTART_UPLOAD_RATE"), "{body}");
-    let retry: u64 = headers[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+    let retry: u64 = headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=100).contains(&retry), "{retry}");
     // Model imports count as uploads too.
     let (status, body) = app.upload("/v1/models", "m.zip", b"PK", &[]).await;
@@ -142,7 +168,10 @@ async fn predict_and_upload_are_rate_limited_per_key() {
 async fn predict_beyond_the_admission_queue_is_refused_with_retry_after() {
     let app = TestApp::start_with(|c| c.predict_queue = 2).await;
     let (_, job) = app
-        .train(&topic_csv(6), json!({"finetune_epochs": 0, "head_epochs": 3}))
+        .train(
+            &topic_csv(6),
+            json!({"finetune_epochs": 0, "head_epochs": 3}),
+        )
         .await;
     let predict = format!("/v1/models/{}/predict", job["model_id"].as_str().unwrap());
     let request = || {
@@ -168,5 +197,117 @@ async fn predict_beyond_the_admission_queue_is_refused_with_retry_after() {
     );
     drop(held);
     let (status, _, body) = app.send_full(request()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+fn png(side: u32, shade: u8) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(side, side, |x, y| {
+        image::Rgb([shade, (x * 7 + y) as u8, shade / 2])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+fn zip_of(files: &[(String, Vec<u8>)]) -> Vec<u8> {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, bytes) in files {
+        zip.start_file(name.as_str(), zip::write::SimpleFileOptions::default())
+            .unwrap();
+        zip.write_all(bytes).unwrap();
+    }
+    zip.finish().unwrap().into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zip_entry_and_image_pixel_limits_are_enforced_and_named() {
+    let app = TestApp::start_with(|c| {
+        c.max_zip_entries = 8;
+        c.max_image_pixels = 24 * 24;
+    })
+    .await;
+    let small: Vec<(String, Vec<u8>)> = (0..3u8)
+        .flat_map(|i| {
+            [
+                (format!("red/{i}.png"), png(20, 200 - i)),
+                (format!("blue/{i}.png"), png(20, 20 + i)),
+            ]
+        })
+        .collect();
+
+    // More entries than WARMSTART_MAX_ZIP_ENTRIES → 413 before anything is unpacked.
+    let mut many = small.clone();
+    for i in 0..3 {
+        many.push((format!("red/extra{i}.png"), png(20, 100 + i)));
+    }
+    let (status, body) = app
+        .upload("/v1/datasets", "many.zip", &zip_of(&many), &[])
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert!(
+        message(&body).contains("WARMSTART_MAX_ZIP_ENTRIES"),
+        "{body}"
+    );
+
+    // An image over WARMSTART_MAX_IMAGE_PIXELS is refused from its header (skipped and
+    // named in the warnings); a ZIP of nothing but such images is refused.
+    let mut with_big = small.clone();
+    with_big.push(("red/huge.png".into(), png(25, 1)));
+    let ds = app.upload_dataset("imgs.zip", &zip_of(&with_big)).await;
+    assert_eq!(ds["num_examples"], 6, "{ds}");
+    let warnings = ds["warnings"].to_string();
+    assert!(
+        warnings.contains("huge.png") && warnings.contains("WARMSTART_MAX_IMAGE_PIXELS"),
+        "{warnings}"
+    );
+    let only_big = vec![
+        ("a/1.png".to_string(), png(30, 1)),
+        ("b/1.png".to_string(), png(30, 2)),
+    ];
+    let (status, body) = app
+        .upload("/v1/datasets", "big.zip", &zip_of(&only_big), &[])
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+
+    // At predict time the same limit is a 422 naming it.
+    let (status, job) = app
+        .post_json(
+            "/v1/jobs",
+            json!({"dataset_id": ds["id"], "hyperparameters": {"finetune_epochs": 0, "head_epochs": 2}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{job}");
+    let job = app
+        .wait_job(
+            job["id"].as_str().unwrap(),
+            std::time::Duration::from_secs(120),
+        )
+        .await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let predict = format!("/v1/models/{}/predict", job["model_id"].as_str().unwrap());
+    let (ct, form) = multipart(&[("file", Some("x.png"), &png(25, 9))], &[]);
+    let (status, body) = app
+        .send(
+            Request::post(predict.clone())
+                .header(header::CONTENT_TYPE, ct)
+                .body(Body::from(form))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        message(&body).contains("WARMSTART_MAX_IMAGE_PIXELS"),
+        "{body}"
+    );
+    let (ct, form) = multipart(&[("file", Some("x.png"), &png(20, 9))], &[]);
+    let (status, body) = app
+        .send(
+            Request::post(predict)
+                .header(header::CONTENT_TYPE, ct)
+                .body(Body::from(form))
+                .unwrap(),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }

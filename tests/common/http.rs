@@ -171,3 +171,43 @@ impl Client {
         (r.status, r.json())
     }
 }
+
+impl Client {
+    /// Polls a job until it reaches a terminal status.
+    pub async fn wait_job(&self, id: &str, timeout: Duration) -> Value {
+        let start = std::time::Instant::now();
+        loop {
+            let (status, job) = self.get(&format!("/v1/jobs/{id}")).await;
+            assert_eq!(status, 200, "{job}");
+            if ["succeeded", "failed", "cancelled"].contains(&job["status"].as_str().unwrap()) {
+                return job;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "job did not finish in {timeout:?}: {job}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Polls a job until `pred` holds for it.
+    pub async fn wait_job_until(
+        &self,
+        id: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let start = std::time::Instant::now();
+        loop {
+            let (_, job) = self.get(&format!("/v1/jobs/{id}")).await;
+            if pred(&job) {
+                return job;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "condition not met in {timeout:?}: {job}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

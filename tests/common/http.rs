@@ -211,3 +211,76 @@ impl Client {
         }
     }
 }
+
+/// A keep-alive connection for load tests: many requests over one TCP connection
+/// (responses must carry Content-Length, as the API's JSON answers do); reconnects when the
+/// server closes it.
+pub struct Conn {
+    addr: SocketAddr,
+    stream: Option<tokio::io::BufReader<TcpStream>>,
+}
+
+impl Conn {
+    pub fn new(addr: SocketAddr) -> Conn {
+        Conn { addr, stream: None }
+    }
+
+    pub async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<Response> {
+        use tokio::io::AsyncBufReadExt;
+        if self.stream.is_none() {
+            let s = TcpStream::connect(self.addr).await?;
+            s.set_nodelay(true)?;
+            self.stream = Some(tokio::io::BufReader::new(s));
+        }
+        let stream = self.stream.as_mut().unwrap();
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+        for (n, v) in headers {
+            req.push_str(&format!("{n}: {v}\r\n"));
+        }
+        req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+        let mut out = req.into_bytes();
+        out.extend_from_slice(body);
+        let result = async {
+            stream.get_mut().write_all(&out).await?;
+            let mut head = Vec::new();
+            loop {
+                let n = stream.read_until(b'\n', &mut head).await?;
+                if n == 0 {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "connection closed",
+                    ));
+                }
+                if head.ends_with(b"\r\n\r\n") {
+                    break;
+                }
+            }
+            let mut response = parse(&head)?;
+            let len: usize = response
+                .header("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let mut body = vec![0; len];
+            stream.read_exact(&mut body).await?;
+            response.body = body;
+            Ok(response)
+        }
+        .await;
+        let close = match &result {
+            Ok(r) => r
+                .header("connection")
+                .is_some_and(|v| v.eq_ignore_ascii_case("close")),
+            Err(_) => true,
+        };
+        if close {
+            self.stream = None;
+        }
+        result
+    }
+}

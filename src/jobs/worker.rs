@@ -306,7 +306,11 @@ fn run_job(ctx: &WorkerContext, job: JobRecord) {
     if let Err(e) = saved {
         tracing::error!(job = %job.id, error = %e, "saving the model failed");
         let cause = match &e {
-            crate::store::StoreError::Io { source, .. } => source.kind().to_string(),
+            // The OS's reason ("no storage space", "read-only filesystem"), without paths.
+            crate::store::StoreError::Io { source, .. } => match source.raw_os_error() {
+                Some(_) => source.kind().to_string(),
+                None => source.to_string(),
+            },
             other => other.to_string(),
         };
         return fail(

@@ -64,9 +64,22 @@ async fn main() {
         ds["labels"].as_array().unwrap().len(),
         upload.as_secs_f64()
     );
+    let mut per_stage: Vec<(String, f64, usize)> = Vec::new();
     for w in marks.windows(2) {
         let secs = (w[1].1 - w[0].1).num_milliseconds() as f64 / 1000.0;
-        println!("  stage {:<20} {secs:>7.2}s", w[0].0);
+        match per_stage.iter_mut().find(|(s, _, _)| *s == w[0].0) {
+            Some(e) => {
+                e.1 += secs;
+                e.2 += 1;
+            }
+            None => per_stage.push((w[0].0.clone(), secs, 1)),
+        }
+    }
+    for (stage, secs, runs) in &per_stage {
+        println!(
+            "  stage {stage:<20} {secs:>7.2}s ({runs} run{})",
+            if *runs > 1 { "s" } else { "" }
+        );
     }
     let m = &job["metrics"];
     println!(
@@ -77,6 +90,14 @@ async fn main() {
         m["macro_f1"].as_f64().unwrap()
     );
     println!("candidates: {}", m["candidates"]);
+    println!(
+        "baseline (no transfer): {}; transfer gain: {}",
+        m["baseline"], m["transfer_gain"]
+    );
+    println!("calibration: {}", m["calibration"]);
+    if m["cv"].is_object() {
+        println!("cross-validation: {}", m["cv"]);
+    }
     if std::env::var_os("SHOW_EPOCHS").is_some() {
         for e in events
             .iter()

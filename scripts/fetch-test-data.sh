@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Fetch the natural test images (scikit-image's chelsea.png, coffee.png, rocket.jpg,
-# motorcycle_left.png) into DIR (default ./test-data, or $WARMSTART_TEST_DATA). They ship
+# Fetch the test images (scikit-image's chelsea.png, coffee.png, rocket.jpg,
+# motorcycle_left.png for the reference test; brick.png, grass.png, gravel.png textures for the
+# image learning test) into DIR (default ./test-data, or $WARMSTART_TEST_DATA). They ship
 # inside the scikit-image wheel on PyPI: we download one pinned wheel with
 # `pip download --no-deps --only-binary=:all:`, check its sha256 and extract only those files.
 # Idempotent: nothing is downloaded when all four are present.
@@ -11,7 +12,7 @@ PKG=scikit-image
 VERSION=0.25.2
 # scikit_image-0.25.2-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl
 SHA256=24cc986e1f4187a12aa319f777b36008764e856e5013666a4a83f8df083c2641
-FILES="chelsea.png coffee.png rocket.jpg motorcycle_left.png"
+FILES="chelsea.png coffee.png rocket.jpg motorcycle_left.png brick.png grass.png gravel.png"
 
 die() { echo "fetch-test-data: error: $*" >&2; exit 1; }
 

@@ -2,9 +2,14 @@
 # The whole test suite: fetch the real backbones (and the test images) if missing, then run
 # every test in release mode (candle is 10-50x slower unoptimised; one optimised build
 # serves both the service and the tests). Tests that need the real backbones fail instead
-# of skipping when CI=true.
+# of skipping when CI=true. Without arguments, the web UI's browser test runs after them
+# (scripts/browser-test.sh); arguments are passed to cargo test and skip it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-backbones.sh "${WARMSTART_MODELS_DIR:-./models}"
 if [ -x scripts/fetch-test-data.sh ]; then scripts/fetch-test-data.sh; fi
-exec cargo test --release "$@"
+# Small machines: candle's element-wise pool spin-waits against the test threads (see
+# config::tune_thread_pools, which the service applies itself).
+export CANDLE_NUM_THREADS="${CANDLE_NUM_THREADS:-1}"
+cargo test --release "$@"
+if [ $# -eq 0 ]; then scripts/browser-test.sh; fi

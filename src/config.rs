@@ -191,3 +191,16 @@ impl Config {
         !self.listen.ip().is_loopback()
     }
 }
+
+/// On small machines candle's element-wise thread pool spin-waits against the training and
+/// request threads for the same cores (measured here: a fine-tuning step ran twice as fast
+/// with it off), so unless the operator set `CANDLE_NUM_THREADS`, small machines run
+/// element-wise ops on the calling thread; matrix products stay multi-threaded.
+/// Call before any other thread starts.
+pub fn tune_thread_pools() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() && cores <= 4 {
+        // SAFETY: called at the top of `main`, before any other thread exists.
+        unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
+    }
+}

@@ -95,7 +95,8 @@ async fn text_job_trains_reports_and_predicts() {
     let (ds, job) = app
         .train(
             &topic_csv(12),
-            json!({"finetune_epochs": 2, "head_epochs": 20}),
+            json!({"hyperparameters": {"finetune_epochs": 2, "head_epochs": 20},
+                   "validation": {"strategy": "holdout", "fraction": 0.25}}),
         )
         .await;
     assert_eq!(job["backbone"], "minilm-l6");
@@ -173,6 +174,16 @@ async fn text_job_trains_reports_and_predicts() {
         }
     }
     assert!(["head_only", "finetuned"].contains(&m["selected"].as_str().unwrap()));
+    assert_eq!(m["validation"]["strategy"], "holdout");
+    assert_eq!(m["validation"]["num_valid"], 9);
+    // The no-transfer baseline and the gain over it, side by side.
+    assert!(m["baseline"]["accuracy"].is_number(), "{m}");
+    let gain = m["transfer_gain"]["accuracy"].as_f64().unwrap();
+    let expected = m["accuracy"].as_f64().unwrap() - m["baseline"]["accuracy"].as_f64().unwrap();
+    assert!((gain - expected).abs() < 1e-9);
+    assert!(m["candidates"]["head_only"]["accuracy"].is_number());
+    assert!(m["candidates"]["finetuned"]["log_loss"].is_number());
+    assert!(m["calibration"]["temperature"].as_f64().unwrap() > 0.0);
 
     // Predict: one prediction per input, in order, with top-k.
     let (status, preds) = app
@@ -399,4 +410,112 @@ async fn a_job_running_when_the_process_died_is_requeued_and_finishes() {
             .iter()
             .any(|e| e["kind"] == "requeued")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_datasets_default_to_kfold_with_a_final_fit_on_all_data() {
+    let app = TestApp::start().await;
+    let (_, job) = app
+        .train(
+            &topic_csv(8),
+            json!({"hyperparameters": {"finetune_epochs": 1, "head_epochs": 10}}),
+        )
+        .await;
+    let choice = job["config"]["choices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["parameter"] == "validation")
+        .expect("validation choice recorded")
+        .clone();
+    assert_eq!(
+        choice["value"],
+        json!({"strategy": "kfold", "folds": 5}),
+        "{choice}"
+    );
+    assert!(
+        choice["reason"].as_str().unwrap().contains("24 examples"),
+        "{choice}"
+    );
+
+    let m = &job["metrics"];
+    assert_eq!(m["validation"]["strategy"], "kfold");
+    // Out-of-fold: every example is predicted once.
+    assert_eq!(m["validation"]["num_valid"], 24);
+    let folds = m["folds"].as_array().unwrap();
+    assert_eq!(folds.len(), 5);
+    assert_eq!(
+        folds
+            .iter()
+            .map(|f| f["num_valid"].as_u64().unwrap())
+            .sum::<u64>(),
+        24
+    );
+    for key in ["accuracy", "macro_f1", "log_loss"] {
+        assert!(
+            m["cv"][key]["mean"].is_number() && m["cv"][key]["std"].is_number(),
+            "{key}: {m}"
+        );
+    }
+    assert_eq!(m["final_fit"]["num_train"], 24);
+    // Fold events are tagged; the final fit happened after the folds.
+    let (_, events) = app
+        .get(&format!("/v1/jobs/{}/events", job["id"].as_str().unwrap()))
+        .await;
+    let events = events["data"].as_array().unwrap();
+    let heads = events
+        .iter()
+        .filter(|e| e["kind"] == "stage" && e["stage"] == "training_head")
+        .count();
+    assert_eq!(heads, 6, "5 folds + the final fit");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "epoch" && e["metrics"]["fold"] == 5)
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "epoch" && e["metrics"]["final"] == true)
+    );
+    // Calibration comes with the model.
+    assert!(
+        m["calibration"]["ece_before"].is_number() && m["calibration"]["ece_after"].is_number()
+    );
+}
+
+/// A deliberately mislabelled example is the first suspect of an out-of-fold check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_label_noise_finder_points_at_a_flipped_label() {
+    let app = TestApp::start().await;
+    let mut csv = topic_csv(10);
+    csv.push_str("\"the football match and the goal, case 99\",weather\n");
+    let (ds, job) = app
+        .train(&csv, json!({"hyperparameters": {"finetune_epochs": 0}}))
+        .await;
+    let ds_id = ds["id"].as_str().unwrap();
+    let model_id = job["model_id"].as_str().unwrap();
+    let (status, s) = app
+        .get(&format!(
+            "/v1/datasets/{ds_id}/suspects?model_id={model_id}"
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{s}");
+    assert!(s["method"].as_str().unwrap().contains("out-of-fold"));
+    let first = &s["data"][0];
+    assert_eq!(first["index"], 30, "{s}");
+    assert_eq!(first["given_label"], "weather");
+    assert_eq!(first["suggested_label"], "sports");
+    assert!(first["text"].as_str().unwrap().contains("case 99"));
+    // Without model_id the latest model on the dataset is used; a foreign model is refused.
+    let (status, _) = app.get(&format!("/v1/datasets/{ds_id}/suspects")).await;
+    assert_eq!(status, StatusCode::OK);
+    let other = app.upload_dataset("o.csv", topic_csv(5).as_bytes()).await;
+    let (status, body) = app
+        .get(&format!(
+            "/v1/datasets/{}/suspects?model_id={model_id}",
+            other["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
 }

@@ -7,89 +7,12 @@ mod common;
 #[path = "data/intents.rs"]
 mod intents;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use common::TestApp;
+use common::{TestApp, logistic_regression, real_models_dir};
 use serde_json::json;
 use warmstart::backbones::registry::Registry;
-
-/// The real backbones' folder, or `None` (skip) outside CI when they are not fetched.
-pub fn real_models_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("WARMSTART_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"));
-    if dir.join("minilm-l6").join("model.safetensors").is_file() {
-        return Some(dir);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!(
-            "the real backbones are missing from {}; run scripts/fetch-backbones.sh",
-            dir.display()
-        );
-    }
-    eprintln!(
-        "SKIPPED: real backbones not found in {} (run scripts/fetch-backbones.sh)",
-        dir.display()
-    );
-    None
-}
-
-/// Multinomial logistic regression with L2 (scikit-learn's default objective, C = 1),
-/// fitted by full-batch gradient descent. Returns the predicted class of each test row.
-fn logistic_regression(
-    train: &[Vec<f32>],
-    y: &[usize],
-    classes: usize,
-    test: &[Vec<f32>],
-) -> Vec<usize> {
-    let d = train[0].len();
-    let n = train.len() as f64;
-    let mut w = vec![vec![0.0f64; d]; classes];
-    let mut b = vec![0.0f64; classes];
-    let logits = |w: &[Vec<f64>], b: &[f64], x: &[f32]| -> Vec<f64> {
-        (0..classes)
-            .map(|c| {
-                b[c] + w[c]
-                    .iter()
-                    .zip(x)
-                    .map(|(wi, xi)| wi * *xi as f64)
-                    .sum::<f64>()
-            })
-            .collect()
-    };
-    for _ in 0..3000 {
-        let mut gw = vec![vec![0.0f64; d]; classes];
-        let mut gb = vec![0.0f64; classes];
-        for (x, &t) in train.iter().zip(y) {
-            let z = logits(&w, &b, x);
-            let m = z.iter().cloned().fold(f64::MIN, f64::max);
-            let e: Vec<f64> = z.iter().map(|v| (v - m).exp()).collect();
-            let s: f64 = e.iter().sum();
-            for c in 0..classes {
-                let g = e[c] / s - (c == t) as u8 as f64;
-                gb[c] += g / n;
-                for (gwi, xi) in gw[c].iter_mut().zip(x) {
-                    *gwi += g * *xi as f64 / n;
-                }
-            }
-        }
-        for c in 0..classes {
-            for (wi, gwi) in w[c].iter_mut().zip(&gw[c]) {
-                // Gradient of mean CE + ||w||² / (2 C n) with C = 1.
-                *wi -= 0.5 * (gwi + *wi / n);
-            }
-            b[c] -= 0.5 * gb[c];
-        }
-    }
-    test.iter()
-        .map(|x| {
-            let z = logits(&w, &b, x);
-            (0..classes).max_by(|&i, &j| z[i].total_cmp(&z[j])).unwrap()
-        })
-        .collect()
-}
 
 fn embed(registry: &Registry, texts: &[&str]) -> Vec<Vec<f32>> {
     let bb = registry.frozen("minilm-l6").unwrap();

@@ -420,6 +420,10 @@ impl Backbone for EfficientNetLite {
         self.vars.clone()
     }
 
+    fn export_weights(&self) -> Result<Vec<(String, Tensor)>> {
+        Ok(self.tensors()?.into_iter().collect())
+    }
+
     fn block_of(&self, name: &str) -> Option<usize> {
         if let Some(rest) = name.strip_prefix("_blocks.") {
             let idx: usize = rest.split('.').next()?.parse().ok()?;

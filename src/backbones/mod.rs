@@ -97,4 +97,14 @@ pub trait Backbone: Send + Sync {
     /// `unfreeze: "all"` trains. Weights above the last block (final conv) count as the top
     /// block.
     fn block_of(&self, name: &str) -> Option<usize>;
+
+    /// Every weight, current values, under the names [`registry::Registry::load`] reads
+    /// back as a fine-tuned model's own weights file.
+    fn export_weights(&self) -> candle_core::Result<Vec<(String, Tensor)>> {
+        Ok(self
+            .named_vars()
+            .into_iter()
+            .map(|(n, v)| (n, v.as_tensor().clone()))
+            .collect())
+    }
 }

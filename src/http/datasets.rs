@@ -166,3 +166,92 @@ pub async fn delete(
     st.artifacts.remove_dir(&st.artifacts.dataset_dir(&id))?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+#[derive(serde::Deserialize)]
+pub struct SuspectsQuery {
+    model_id: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/datasets/{id}/suspects?model_id=...`: the examples whose given label a model
+/// trained on this dataset finds least likely (judged on held-out predictions), with the
+/// label it prefers — the first places to look for labelling mistakes.
+pub async fn suspects(
+    State(st): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<SuspectsQuery>,
+) -> ApiResult<Json<Value>> {
+    let dataset = st
+        .db
+        .get_dataset(&tenant, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("dataset", &id))?;
+    let model = match &q.model_id {
+        Some(mid) => st
+            .db
+            .get_model(&tenant, mid)
+            .await?
+            .ok_or_else(|| ApiError::not_found("model", mid))?,
+        None => st
+            .db
+            .list_models(&tenant)
+            .await?
+            .into_iter()
+            .find(|m| m.dataset_id == dataset.id)
+            .ok_or_else(|| {
+                ApiError::conflict(
+                    "no_model_for_dataset",
+                    "no model has been trained on this dataset yet; run a job on it first",
+                )
+            })?,
+    };
+    if model.dataset_id != dataset.id {
+        return Err(ApiError::unprocessable(
+            "model_not_trained_on_dataset",
+            format!(
+                "model {} was trained on dataset {:?}, not {}; pass a model trained on this dataset",
+                model.id, model.dataset_id, dataset.id
+            ),
+        ));
+    }
+    let limit = q.limit.unwrap_or(20).clamp(1, 100);
+    let model_dir = st.artifacts.model_dir(&model.id);
+    let dataset_dir = st.artifacts.dataset_dir(&dataset.id);
+    let data = tokio::task::spawn_blocking(move || -> ApiResult<Vec<Value>> {
+        let bytes = std::fs::read(model_dir.join(crate::train::artifact::SUSPECTS_FILE))
+            .map_err(ApiError::internal)?;
+        let list: Vec<crate::train::suspects::Suspect> =
+            serde_json::from_slice(&bytes).map_err(ApiError::internal)?;
+        let examples = stored::read_examples(&dataset_dir).map_err(ApiError::internal)?;
+        Ok(list
+            .into_iter()
+            .take(limit)
+            .map(|s| {
+                let mut v = serde_json::to_value(&s).expect("serialises");
+                match examples.get(s.index) {
+                    Some(datasets::RawExample::Text { text, .. }) => v["text"] = json!(text),
+                    Some(datasets::RawExample::Image { file, .. }) => v["file"] = json!(file),
+                    None => {}
+                }
+                v
+            })
+            .collect())
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    let method = match model.metrics["validation"]["strategy"].as_str() {
+        Some("kfold") => {
+            "out-of-fold predictions: every example judged by a model that did not train on it"
+        }
+        _ => {
+            "predictions on the validation split (only those examples are judged; use k-fold validation to check every example)"
+        }
+    };
+    Ok(Json(json!({
+        "dataset_id": dataset.id,
+        "model_id": model.id,
+        "method": method,
+        "data": data,
+    })))
+}

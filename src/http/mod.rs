@@ -79,6 +79,7 @@ pub fn router(state: AppState) -> Router {
             "/datasets/{id}",
             get(datasets::show).delete(datasets::delete),
         )
+        .route("/datasets/{id}/suspects", get(datasets::suspects))
         .route("/backbones", get(ops::backbones))
         .route("/jobs", post(jobs::create).get(jobs::list))
         .route("/jobs/{id}", get(jobs::show))

@@ -26,6 +26,9 @@ pub struct JobSpec {
     pub validation: Option<ValidationSpec>,
     #[serde(default)]
     pub seed: u64,
+    /// Caps training time, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_budget_s: Option<u64>,
 }
 
 fn auto() -> String {

@@ -167,13 +167,17 @@ impl Queue {
         Ok(Some(job))
     }
 
-    /// Records the resolved recipe.
+    /// Records the resolved recipe (and the backbone it chose, for `"auto"`).
     pub async fn set_config(&self, job_id: &str, config: &Value) -> StoreResult<()> {
-        sqlx::query("UPDATE jobs SET config = ? WHERE id = ? AND status = 'running'")
-            .bind(to_json(config))
-            .bind(job_id)
-            .execute(&self.db.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE jobs SET config = ?, backbone = COALESCE(?, backbone)
+             WHERE id = ? AND status = 'running'",
+        )
+        .bind(to_json(config))
+        .bind(config["backbone"].as_str())
+        .bind(job_id)
+        .execute(&self.db.pool)
+        .await?;
         Ok(())
     }
 

@@ -200,7 +200,7 @@ fn load_request(ctx: &WorkerContext, job: &JobRecord) -> Result<TrainRequest, (S
             ),
         )
     })?;
-    let index: HashMap<&str, usize> = dataset
+    let class_of: HashMap<&str, usize> = dataset
         .labels
         .iter()
         .enumerate()
@@ -208,13 +208,18 @@ fn load_request(ctx: &WorkerContext, job: &JobRecord) -> Result<TrainRequest, (S
         .collect();
     let examples = raw
         .into_iter()
-        .filter_map(|e| {
-            let label = *index.get(e.label())?;
+        .enumerate()
+        .filter_map(|(index, e)| {
+            let label = *class_of.get(e.label())?;
             let input = match e {
                 RawExample::Text { text, .. } => ExampleInput::Text(text),
                 RawExample::Image { file, .. } => ExampleInput::ImageFile(dir.join(file)),
             };
-            Some(Example { input, label })
+            Some(Example {
+                input,
+                label,
+                index,
+            })
         })
         .collect();
     Ok(TrainRequest {
@@ -225,6 +230,7 @@ fn load_request(ctx: &WorkerContext, job: &JobRecord) -> Result<TrainRequest, (S
         hyperparameters: spec.hyperparameters,
         validation: spec.validation,
         seed: spec.seed,
+        time_budget_s: spec.time_budget_s,
     })
 }
 

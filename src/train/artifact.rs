@@ -9,11 +9,13 @@ use std::path::Path;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
+use super::suspects::Suspect;
 use crate::backbones::Modality;
 
 pub const CONFIG_FILE: &str = "model.json";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const BACKBONE_FILE: &str = "backbone.safetensors";
+pub const SUSPECTS_FILE: &str = "suspects.json";
 pub const FORMAT_VERSION: u32 = 1;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -44,6 +46,8 @@ pub struct ModelArtifact {
     pub tensors: Vec<(String, Tensor)>,
     /// Fine-tuned backbone weights, by their safetensors names.
     pub backbone: Option<Vec<(String, Tensor)>>,
+    /// Examples whose label the model doubts (held-out predictions), for `suspects.json`.
+    pub suspects: Vec<Suspect>,
 }
 
 impl ModelArtifact {
@@ -56,6 +60,7 @@ impl ModelArtifact {
             let map: HashMap<String, Tensor> = bb.iter().cloned().collect();
             candle_core::safetensors::save(&map, dir.join(BACKBONE_FILE)).map_err(to_io)?;
         }
+        std::fs::write(dir.join(SUSPECTS_FILE), serde_json::to_vec(&self.suspects)?)?;
         let json = serde_json::to_vec_pretty(&self.config)?;
         std::fs::write(dir.join(CONFIG_FILE), json)
     }

@@ -67,6 +67,29 @@ impl Chooser<'_> {
     }
 }
 
+/// Datasets smaller than this are cross-validated by default: a 20% holdout of a small set
+/// is a handful of examples, too few to choose a model on or to trust its metrics.
+pub const KFOLD_BELOW: usize = 300;
+
+/// The default validation: stratified k-fold (k = 5, fewer when the smallest class has
+/// fewer than 5 examples) below [`KFOLD_BELOW`] examples, a stratified 20% holdout above.
+pub fn default_validation(n: usize, smallest_class: usize) -> (ValidationSpec, String) {
+    if n < KFOLD_BELOW {
+        let folds = smallest_class.clamp(2, 5);
+        (
+            ValidationSpec::Kfold { folds },
+            format!(
+                "{n} examples (< {KFOLD_BELOW}): stratified {folds}-fold cross-validation measures every example once; the final model is trained on all of them"
+            ),
+        )
+    } else {
+        (
+            ValidationSpec::Holdout { fraction: 0.2 },
+            format!("{n} examples (>= {KFOLD_BELOW}): a stratified 20% holdout, fixed by the seed"),
+        )
+    }
+}
+
 /// Resolves every hyperparameter for this data. `backbone` is already resolved.
 pub fn resolve(
     h: &Hyperparameters,
@@ -92,10 +115,7 @@ pub fn resolve(
     let per_class = data.per_class();
 
     let validation = c.pick("validation", validation.cloned(), || {
-        (
-            ValidationSpec::Holdout { fraction: 0.2 },
-            "stratified 20% holdout, fixed by the seed".into(),
-        )
+        default_validation(n, data.smallest_class)
     });
     let train_fraction = match &validation {
         ValidationSpec::Holdout { fraction } => 1.0 - fraction,
@@ -119,6 +139,10 @@ pub fn resolve(
     });
     let finetune_epochs = c.pick("finetune_epochs", c.given.finetune_epochs, || {
         let (e, why) = match (text, n_train) {
+            (false, _) if per_class <= 10.0 => (
+                0,
+                "images, at most 10 per class: a well-regularised head on frozen features is hard to beat and fine-tuning mostly fits noise",
+            ),
             (true, 0..=2000) => (4, "small text set"),
             (true, 2001..=10000) => (3, "medium text set"),
             (true, _) => (2, "large text set: each epoch is long"),

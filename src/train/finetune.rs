@@ -2,6 +2,8 @@
 //! at a much lower learning rate (discriminative rates), with linear warm-up then cosine
 //! decay, and early stopping on validation loss that restores the best checkpoint.
 
+use std::time::Instant;
+
 use candle_core::{Device, Tensor, Var};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -84,6 +86,15 @@ pub fn predict_logits(
     Ok(out)
 }
 
+/// How long one fine-tuning run goes.
+pub struct FinetunePlan {
+    pub epochs: u32,
+    /// Stop (keeping the best checkpoint so far) once this instant passes.
+    pub deadline: Option<Instant>,
+    /// Added to every epoch event (e.g. the fold number).
+    pub tags: serde_json::Map<String, serde_json::Value>,
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn finetune(
     bb: &LoadedBackbone,
@@ -93,6 +104,7 @@ pub fn finetune(
     valid: &[&Example],
     start: Option<&Evaluation>,
     recipe: &Recipe,
+    plan: &FinetunePlan,
     device: &Device,
     obs: &mut dyn Observer,
 ) -> TrainResult<FinetuneResult> {
@@ -125,7 +137,7 @@ pub fn finetune(
     };
     let batch_size = recipe.batch_size.clamp(1, train.len().max(1));
     let steps_per_epoch = train.len().div_ceil(batch_size);
-    let epochs = recipe.finetune_epochs;
+    let epochs = plan.epochs;
     let total = steps_per_epoch * epochs as usize;
     let warmup = (total / 10).max(1);
     let valid_y: Vec<usize> = valid.iter().map(|e| e.label).collect();
@@ -148,8 +160,14 @@ pub fn finetune(
         order.shuffle(&mut rng);
         let mut loss_sum = 0.0f64;
         let mut correct = 0usize;
+        let mut out_of_time = false;
+        let mut seen = 0usize;
         for chunk in order.chunks(batch_size) {
             check_cancel(obs)?;
+            if plan.deadline.is_some_and(|d| Instant::now() >= d) {
+                out_of_time = true;
+                break;
+            }
             let examples: Vec<&Example> = chunk.iter().map(|&i| train[i]).collect();
             let labels: Vec<usize> = examples.iter().map(|e| e.label).collect();
             let batch = make_batch(bb, &examples, &opts, Some(&mut aug_rng), device)?;
@@ -170,6 +188,7 @@ pub fn finetune(
             opt.step(&loss.backward()?)?;
             step += 1;
             loss_sum += loss.to_scalar::<f32>()? as f64 * chunk.len() as f64;
+            seen += chunk.len();
             let preds = logits.argmax(1)?.to_vec1::<u32>()?;
             correct += preds
                 .iter()
@@ -178,11 +197,15 @@ pub fn finetune(
                 .count();
             obs.progress(epoch, epochs, step as f64 / total as f64);
         }
+        if seen == 0 {
+            obs.log("fine-tuning: time budget reached; keeping the best checkpoint so far");
+            break;
+        }
         epochs_run = epoch;
         let mut metrics = json!({
-            "train_loss": loss_sum / train.len() as f64,
-            "train_accuracy": correct as f64 / train.len() as f64,
-            "lr_backbone": recipe.backbone_lr * warmup_cosine(step - 1, total, warmup),
+            "train_loss": loss_sum / seen as f64,
+            "train_accuracy": correct as f64 / seen as f64,
+            "lr_backbone": recipe.backbone_lr * warmup_cosine(step.saturating_sub(1), total, warmup),
         });
         let mut stop = false;
         if !valid.is_empty() {
@@ -204,7 +227,14 @@ pub fn finetune(
                     && since_best >= recipe.early_stopping_patience;
             }
         }
+        for (k, v) in &plan.tags {
+            metrics[k] = v.clone();
+        }
         obs.epoch(Stage::Finetuning, epoch, epochs, metrics);
+        if out_of_time {
+            obs.log("fine-tuning: time budget reached; keeping the best checkpoint so far");
+            break;
+        }
         if stop {
             obs.log(&format!(
                 "fine-tuning: early stop after epoch {epoch} (no validation improvement for {} epochs)",

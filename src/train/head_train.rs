@@ -29,6 +29,8 @@ pub struct HeadTrainConfig {
     /// Rounds without improvement of the validation loss before stopping (0 = never stop).
     pub patience: u32,
     pub seed: u64,
+    /// Added to every event's metrics (e.g. the fold number).
+    pub tags: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -176,6 +178,9 @@ pub fn train_head(
             }
         }
         metrics["head_epoch"] = json!(epoch);
+        for (k, v) in &cfg.tags {
+            metrics[k] = v.clone();
+        }
         obs.progress(round, rounds, round as f64 / rounds as f64);
         obs.epoch(Stage::TrainingHead, round, rounds, metrics);
         if stop {

@@ -7,9 +7,13 @@
 //! through the [`Observer`] it is given.
 
 pub mod artifact;
+pub mod baseline;
+pub mod budget;
+pub mod calibration;
 pub mod defaults;
 pub mod features;
 pub mod finetune;
+pub mod fit;
 pub mod head;
 pub mod head_train;
 pub mod hyper;
@@ -17,6 +21,7 @@ pub mod inputs;
 pub mod metrics;
 pub mod optim;
 pub mod recipe;
+pub mod suspects;
 
 use std::path::PathBuf;
 
@@ -32,6 +37,8 @@ pub use recipe::{Engine, TrainOutcome};
 pub struct Example {
     pub input: ExampleInput,
     pub label: usize,
+    /// Position in the stored dataset (for reporting suspicious labels).
+    pub index: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +59,8 @@ pub struct TrainRequest {
     pub hyperparameters: Hyperparameters,
     pub validation: Option<ValidationSpec>,
     pub seed: u64,
+    /// Hard cap on training time: fine-tuning stops (keeping its best checkpoint) when spent.
+    pub time_budget_s: Option<u64>,
 }
 
 /// How a running job tells the world what it is doing. Implemented by the job queue.

@@ -12,7 +12,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tower::ServiceExt;
 use warmstart::app::App;
 use warmstart::config::Config;
@@ -162,15 +162,12 @@ impl TestApp {
         }
     }
 
-    /// Uploads a dataset, trains with the given hyperparameters, waits for success.
-    pub async fn train(&self, csv: &str, hyper: Value) -> (Value, Value) {
+    /// Uploads a dataset, trains with the given request fields (besides `dataset_id`),
+    /// waits for success.
+    pub async fn train(&self, csv: &str, mut request: Value) -> (Value, Value) {
         let ds = self.upload_dataset("data.csv", csv.as_bytes()).await;
-        let (status, job) = self
-            .post_json(
-                "/v1/jobs",
-                json!({"dataset_id": ds["id"], "hyperparameters": hyper}),
-            )
-            .await;
+        request["dataset_id"] = ds["id"].clone();
+        let (status, job) = self.post_json("/v1/jobs", request).await;
         assert_eq!(status, StatusCode::CREATED, "{job}");
         let job = self
             .wait_job(job["id"].as_str().unwrap(), Duration::from_secs(120))
@@ -236,4 +233,102 @@ pub fn topic_csv(per_class: usize) -> String {
         }
     }
     out
+}
+
+/// The real backbones' folder, or `None` (skip) outside CI when they are not fetched.
+pub fn real_models_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("WARMSTART_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"));
+    if dir.join("minilm-l6").join("model.safetensors").is_file() {
+        return Some(dir);
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!(
+            "the real backbones are missing from {}; run scripts/fetch-backbones.sh",
+            dir.display()
+        );
+    }
+    eprintln!(
+        "SKIPPED: real backbones not found in {} (run scripts/fetch-backbones.sh)",
+        dir.display()
+    );
+    None
+}
+
+/// Multinomial logistic regression with L2 (scikit-learn's default objective, C = 1),
+/// fitted by full-batch gradient descent. Returns the predicted class of each test row.
+pub fn logistic_regression(
+    train: &[Vec<f32>],
+    y: &[usize],
+    classes: usize,
+    test: &[Vec<f32>],
+) -> Vec<usize> {
+    let d = train[0].len();
+    let n = train.len() as f64;
+    let mut w = vec![vec![0.0f64; d]; classes];
+    let mut b = vec![0.0f64; classes];
+    let logits = |w: &[Vec<f64>], b: &[f64], x: &[f32]| -> Vec<f64> {
+        (0..classes)
+            .map(|c| {
+                b[c] + w[c]
+                    .iter()
+                    .zip(x)
+                    .map(|(wi, xi)| wi * *xi as f64)
+                    .sum::<f64>()
+            })
+            .collect()
+    };
+    for _ in 0..3000 {
+        let mut gw = vec![vec![0.0f64; d]; classes];
+        let mut gb = vec![0.0f64; classes];
+        for (x, &t) in train.iter().zip(y) {
+            let z = logits(&w, &b, x);
+            let m = z.iter().cloned().fold(f64::MIN, f64::max);
+            let e: Vec<f64> = z.iter().map(|v| (v - m).exp()).collect();
+            let s: f64 = e.iter().sum();
+            for c in 0..classes {
+                let g = e[c] / s - (c == t) as u8 as f64;
+                gb[c] += g / n;
+                for (gwi, xi) in gw[c].iter_mut().zip(x) {
+                    *gwi += g * *xi as f64 / n;
+                }
+            }
+        }
+        for c in 0..classes {
+            for (wi, gwi) in w[c].iter_mut().zip(&gw[c]) {
+                // Gradient of mean CE + ||w||² / (2 C n) with C = 1.
+                *wi -= 0.5 * (gwi + *wi / n);
+            }
+            b[c] -= 0.5 * gb[c];
+        }
+    }
+    test.iter()
+        .map(|x| {
+            let z = logits(&w, &b, x);
+            (0..classes).max_by(|&i, &j| z[i].total_cmp(&z[j])).unwrap()
+        })
+        .collect()
+}
+
+/// The test images folder (scripts/fetch-test-data.sh), or `None` (skip) outside CI when
+/// they are not fetched.
+pub fn test_data_dir(file: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("WARMSTART_TEST_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("test-data"));
+    if dir.join(file).is_file() {
+        return Some(dir);
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!(
+            "test image {file} is missing from {}; run scripts/fetch-test-data.sh",
+            dir.display()
+        );
+    }
+    eprintln!(
+        "SKIPPED: test images not found in {} (run scripts/fetch-test-data.sh)",
+        dir.display()
+    );
+    None
 }

@@ -1,0 +1,207 @@
+//! The no-transfer baseline every job trains beside the real model, on the same splits, so
+//! the service can show what pre-training bought: the same head (dropout → linear, same
+//! trainer and schedule) on features that carry no pre-trained knowledge — TF-IDF bag of
+//! words and bigrams for text, raw downscaled pixels for images.
+
+use std::collections::HashMap;
+
+use candle_core::{Device, Tensor};
+use image::imageops::{self, FilterType};
+
+use super::features::Standardizer;
+use super::head::Head;
+use super::head_train::{HeadTrainConfig, predict_logits, train_head};
+use super::{Example, ExampleInput, Observer, TrainError, TrainResult};
+use crate::backbones::image::{DEFAULT_MAX_PIXELS, decode};
+
+/// Most vocabulary entries kept (by document frequency) for TF-IDF.
+const MAX_VOCAB: usize = 4096;
+/// Side of the downscaled image the pixel baseline sees.
+const PIXEL_SIDE: u32 = 16;
+
+/// The baseline's raw material, prepared once per job.
+pub enum BaselineData {
+    /// Tokenised texts (unigrams and bigrams per example).
+    Text(Vec<Vec<String>>),
+    /// Raw pixels `[N, 3·16·16]`.
+    Pixels(Tensor),
+}
+
+fn tokens(text: &str) -> Vec<String> {
+    let words: Vec<String> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(|w| w.to_lowercase())
+        .collect();
+    let mut out = words.clone();
+    out.extend(words.windows(2).map(|w| format!("{} {}", w[0], w[1])));
+    out
+}
+
+pub fn prepare(examples: &[Example], device: &Device) -> TrainResult<BaselineData> {
+    match examples.first().map(|e| &e.input) {
+        Some(ExampleInput::Text(_)) | None => Ok(BaselineData::Text(
+            examples
+                .iter()
+                .map(|e| match &e.input {
+                    ExampleInput::Text(t) => tokens(t),
+                    ExampleInput::ImageFile(_) => Vec::new(),
+                })
+                .collect(),
+        )),
+        Some(ExampleInput::ImageFile(_)) => {
+            let side = PIXEL_SIDE as usize;
+            let mut data = Vec::with_capacity(examples.len() * 3 * side * side);
+            for e in examples {
+                let ExampleInput::ImageFile(path) = &e.input else {
+                    return Err(TrainError::Data(
+                        "a dataset cannot mix texts and images".into(),
+                    ));
+                };
+                let img = decode(&std::fs::read(path)?, DEFAULT_MAX_PIXELS)
+                    .map_err(|err| TrainError::Data(format!("{}: {err}", path.display())))?;
+                // Centre square, then downscale: the same framing as the evaluation view.
+                let (w, h) = img.dimensions();
+                let s = w.min(h);
+                let square = imageops::crop_imm(&img, (w - s) / 2, (h - s) / 2, s, s).to_image();
+                let small = imageops::resize(&square, PIXEL_SIDE, PIXEL_SIDE, FilterType::Triangle);
+                for c in 0..3 {
+                    data.extend(small.pixels().map(|p| p[c] as f32 / 255.0));
+                }
+            }
+            Ok(BaselineData::Pixels(Tensor::from_vec(
+                data,
+                (examples.len(), 3 * side * side),
+                device,
+            )?))
+        }
+    }
+}
+
+/// TF-IDF (sublinear tf, smoothed idf, L2-normalised rows) with the vocabulary and idf
+/// fitted on the training rows only.
+fn tfidf(docs: &[Vec<String>], train: &[usize], device: &Device) -> TrainResult<Tensor> {
+    let mut df: HashMap<&str, usize> = HashMap::new();
+    for &i in train {
+        let mut seen: Vec<&str> = docs[i].iter().map(String::as_str).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        for t in seen {
+            *df.entry(t).or_insert(0) += 1;
+        }
+    }
+    let mut vocab: Vec<(&str, usize)> = df.into_iter().collect();
+    vocab.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    vocab.truncate(MAX_VOCAB);
+    let n = train.len() as f32;
+    let index: HashMap<&str, (usize, f32)> = vocab
+        .iter()
+        .enumerate()
+        .map(|(j, (t, d))| (*t, (j, ((1.0 + n) / (1.0 + *d as f32)).ln() + 1.0)))
+        .collect();
+    let v = vocab.len().max(1);
+    let mut data = vec![0f32; docs.len() * v];
+    for (i, doc) in docs.iter().enumerate() {
+        let row = &mut data[i * v..(i + 1) * v];
+        let mut tf: HashMap<usize, (f32, f32)> = HashMap::new();
+        for t in doc {
+            if let Some(&(j, idf)) = index.get(t.as_str()) {
+                tf.entry(j).or_insert((0.0, idf)).0 += 1.0;
+            }
+        }
+        for (j, (count, idf)) in tf {
+            row[j] = (1.0 + count.ln()) * idf;
+        }
+        let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if norm > 0.0 {
+            row.iter_mut().for_each(|x| *x /= norm);
+        }
+    }
+    Ok(Tensor::from_vec(data, (docs.len(), v), device)?)
+}
+
+/// Trains the baseline on `train` rows and returns its logits on `valid` rows (and on any
+/// extra rows asked for, e.g. all rows for a final fit).
+pub fn fit_and_predict(
+    data: &BaselineData,
+    labels: &[usize],
+    classes: usize,
+    train: &[usize],
+    valid: &[usize],
+    cfg: &HeadTrainConfig,
+    obs: &mut dyn Observer,
+) -> TrainResult<Vec<Vec<f32>>> {
+    let device = Device::Cpu;
+    let all = match data {
+        BaselineData::Text(docs) => tfidf(docs, train, &device)?,
+        BaselineData::Pixels(p) => p.clone(),
+    };
+    let pick = |idx: &[usize]| -> candle_core::Result<Tensor> {
+        let ids: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
+        all.index_select(&Tensor::from_vec(ids, idx.len(), &device)?, 0)
+    };
+    let train_raw = pick(train)?;
+    let std = Standardizer::fit(&train_raw)?;
+    let train_x = std.apply(&train_raw)?;
+    let train_y: Vec<usize> = train.iter().map(|&i| labels[i]).collect();
+    let valid_x = std.apply(&pick(valid)?)?;
+    let valid_y: Vec<usize> = valid.iter().map(|&i| labels[i]).collect();
+    let head = Head::new(
+        train_x.dims()[1],
+        classes,
+        0,
+        0.1,
+        cfg.seed ^ 0xBA5E,
+        &device,
+    )?;
+    let mut quiet = Quiet { inner: obs };
+    train_head(
+        &head,
+        &train_x,
+        &train_y,
+        Some((&valid_x, &valid_y)),
+        cfg,
+        &mut quiet,
+    )?;
+    Ok(predict_logits(&head, &valid_x)?)
+}
+
+/// Passes cancellation through but keeps the baseline's epochs out of the job's events.
+struct Quiet<'a> {
+    inner: &'a mut dyn Observer,
+}
+
+impl Observer for Quiet<'_> {
+    fn recipe(&mut self, _: &serde_json::Value) {}
+    fn stage(&mut self, _: crate::store::jobs::Stage, _: &str) {}
+    fn progress(&mut self, _: u32, _: u32, _: f64) {}
+    fn epoch(&mut self, _: crate::store::jobs::Stage, _: u32, _: u32, _: serde_json::Value) {}
+    fn log(&mut self, _: &str) {}
+    fn cancelled(&self) -> bool {
+        self.inner.cancelled()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tfidf_rows_are_normalised_and_fit_on_training_rows_only() {
+        let docs: Vec<Vec<String>> = ["red apple", "green apple", "blue sky"]
+            .iter()
+            .map(|t| tokens(t))
+            .collect();
+        let x = tfidf(&docs, &[0, 1], &Device::Cpu)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        for row in &x[..2] {
+            let norm: f32 = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-5);
+        }
+        // "blue sky" shares no term with the training rows: an all-zero row.
+        assert!(x[2].iter().all(|v| *v == 0.0));
+        assert_eq!(tokens("Red, apple!"), vec!["red", "apple", "red apple"]);
+    }
+}

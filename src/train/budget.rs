@@ -1,0 +1,125 @@
+//! Time-aware choices of the automatic recipe: which image backbone (the larger Lite
+//! variants transfer better but cost more), and how many fine-tuning epochs fit the time
+//! budget once the frozen backbone's real speed on this machine has been measured.
+
+use super::defaults::Recipe;
+use super::hyper::Choice;
+
+/// Target training time for automatic choices when the job sets no `time_budget_s`.
+pub const DEFAULT_BUDGET_S: f64 = 600.0;
+
+/// A fine-tuning step (forward + backward + update) costs about this many frozen forward
+/// passes (measured on MiniLM ×3.6, EfficientNet-Lite0 ×2.5, plus the optimiser).
+const FINETUNE_COST_FACTOR: f64 = 3.5;
+
+/// Frozen forward seconds per image on one core, by variant (Lite0 measured at ~0.06 s on
+/// 2 shared cores; Lite1/2 scaled by their multiply-adds, 0.63 and 0.90 vs 0.41 GFLOPs).
+const IMAGE_FORWARD_S: [(&str, f64); 3] = [
+    ("efficientnet-lite2", 0.19),
+    ("efficientnet-lite1", 0.13),
+    ("efficientnet-lite0", 0.085),
+];
+
+fn cores() -> f64 {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(16) as f64
+}
+
+/// Estimated seconds of a whole job: feature extraction once, then `runs` fits that each
+/// fine-tune `epochs` over `n_train` examples and evaluate `n_valid` each epoch.
+pub fn estimate_s(
+    forward_s: f64,
+    n: usize,
+    runs: usize,
+    epochs: u32,
+    n_train: usize,
+    n_valid: usize,
+) -> f64 {
+    let per_epoch = n_train as f64 * forward_s * FINETUNE_COST_FACTOR + n_valid as f64 * forward_s;
+    n as f64 * forward_s + runs as f64 * epochs as f64 * per_epoch
+}
+
+/// The largest installed Lite variant whose estimated job time fits the budget.
+pub fn choose_image_backbone(
+    n: usize,
+    budget_s: f64,
+    epochs: u32,
+    runs: usize,
+    installed: impl Fn(&str) -> bool,
+) -> (String, String) {
+    let speedup = (cores() / 2.0).max(0.5);
+    for (id, per_core) in IMAGE_FORWARD_S {
+        if !installed(id) {
+            continue;
+        }
+        let forward = per_core / 2.0 / speedup;
+        let est = estimate_s(forward, n, runs, epochs, n * 4 / 5, n / 5);
+        if est <= budget_s || id == "efficientnet-lite0" {
+            return (
+                id.to_string(),
+                format!(
+                    "the largest installed EfficientNet-Lite whose estimated time for {n} images (~{est:.0} s with {epochs} fine-tuning epochs × {runs} fits) fits the {budget_s:.0} s budget; larger variants transfer better"
+                ),
+            );
+        }
+    }
+    (
+        "efficientnet-lite0".to_string(),
+        "no larger variant is installed".to_string(),
+    )
+}
+
+/// Caps the fine-tuning epochs to what fits the remaining budget, given the measured
+/// frozen-forward seconds per example. Returns a choice to record when it changed anything.
+pub fn fit_epochs_to_budget(
+    recipe: &mut Recipe,
+    forward_s: f64,
+    runs: usize,
+    n_train: usize,
+    n_valid: usize,
+    remaining_s: f64,
+    user_set_epochs: bool,
+) -> Option<Choice> {
+    if recipe.finetune_epochs == 0 || user_set_epochs {
+        return None;
+    }
+    let per_epoch = estimate_s(forward_s, 0, runs, 1, n_train, n_valid);
+    let fits = (remaining_s / per_epoch.max(1e-9)).floor() as u32;
+    if fits >= recipe.finetune_epochs {
+        return None;
+    }
+    let before = recipe.finetune_epochs;
+    recipe.finetune_epochs = fits;
+    let reason = if fits == 0 {
+        format!(
+            "fine-tuning would take ~{:.0} s per epoch over {runs} fits, more than the {remaining_s:.0} s left of the time budget: head only",
+            per_epoch
+        )
+    } else {
+        format!(
+            "{before} epochs would exceed the time budget (~{per_epoch:.0} s per epoch over {runs} fits, {remaining_s:.0} s left)"
+        )
+    };
+    Some(Choice {
+        parameter: "finetune_epochs".into(),
+        value: serde_json::json!(fits),
+        reason,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bigger_budgets_pick_bigger_variants() {
+        let all = |_: &str| true;
+        let (small, _) = choose_image_backbone(50, DEFAULT_BUDGET_S, 6, 6, all);
+        let (huge, _) = choose_image_backbone(20_000, DEFAULT_BUDGET_S, 4, 1, all);
+        assert_eq!(huge, "efficientnet-lite0");
+        assert_ne!(small, "efficientnet-lite0");
+        let (only0, _) = choose_image_backbone(50, DEFAULT_BUDGET_S, 6, 6, |id| id.ends_with('0'));
+        assert_eq!(only0, "efficientnet-lite0");
+    }
+}

@@ -1,0 +1,85 @@
+// The list pages: datasets (with the upload widget), jobs and models. Each row links to
+// the resource's own page.
+
+import { h, replace, card, fmt, errorBox, statusBadge, link } from '../dom.js';
+import { get } from '../api.js';
+import { uploadWidget } from './upload.js';
+
+/** A table; headers ending in '#' are numeric columns ("Examples#"). */
+function table(headers, rows, empty) {
+  if (!rows.length) return h('p', { class: 'muted empty', text: empty });
+  return h('div', { class: 'table-scroll' },
+    h('table', { class: 'data-table' },
+      h('thead', {}, h('tr', {}, headers.map((t) => (t.endsWith('#')
+        ? h('th', { scope: 'col', class: 'num', text: t.slice(0, -1) })
+        : h('th', { scope: 'col', text: t }))))),
+      h('tbody', {}, rows)));
+}
+
+async function fill(slot, path, what, signal, render) {
+  replace(slot, h('p', { class: 'muted', text: 'Loading…' }));
+  try {
+    const body = await get(path, { signal });
+    replace(slot, render(body.data || []));
+  } catch (err) {
+    if (err.name !== 'AbortError') replace(slot, errorBox(err, `Could not load ${what}`));
+  }
+}
+
+function datasetRows(datasets) {
+  return table(['Name', 'Modality', 'Examples#', 'Labels', 'Uploaded'],
+    datasets.map((d) => h('tr', {},
+      h('td', {}, link(`#/datasets/${d.id}`, d.name)),
+      h('td', { text: d.modality }),
+      h('td', { class: 'num', text: fmt.int(d.num_examples) }),
+      h('td', { text: (d.labels || []).join(', ') }),
+      h('td', { text: fmt.date(d.created_at) }))),
+    'No datasets yet: upload one above.');
+}
+
+export function jobRows(jobs, empty = 'No jobs yet: open a dataset and start one.') {
+  return table(['Job', 'Status', 'Stage', 'Backbone', 'Started', 'Model'],
+    jobs.map((j) => h('tr', {},
+      h('td', {}, link(`#/jobs/${j.id}`, fmt.shortId(j.id))),
+      h('td', {}, statusBadge(j.status)),
+      h('td', { text: fmt.words(j.stage) || '—' }),
+      h('td', { text: j.backbone }),
+      h('td', { text: fmt.date(j.started_at || j.created_at) }),
+      h('td', {}, j.model_id ? link(`#/models/${j.model_id}`, fmt.shortId(j.model_id)) : '—'))),
+    empty);
+}
+
+function modelRows(models) {
+  return table(['Model', 'Modality', 'Backbone', 'Accuracy#', 'Macro-F1#', 'Labels', 'Created'],
+    models.map((m) => h('tr', {},
+      h('td', {}, link(`#/models/${m.id}`, fmt.shortId(m.id))),
+      h('td', { text: m.modality }),
+      h('td', { text: m.backbone }),
+      h('td', { class: 'num', text: fmt.pct(m.metrics && m.metrics.accuracy) }),
+      h('td', { class: 'num', text: fmt.num(m.metrics && m.metrics.macro_f1) }),
+      h('td', { text: (m.labels || []).join(', ') }),
+      h('td', { text: fmt.date(m.created_at) }))),
+    'No models yet: they appear here when a job succeeds.');
+}
+
+export function datasetsPage(view, { signal, navigate }) {
+  const list = h('div', { id: 'dataset-list' });
+  replace(view,
+    h('h1', { tabindex: '-1', text: 'Datasets' }),
+    h('p', { class: 'lead', text: 'Upload a small labelled dataset, train a classifier on it by transfer learning, then try it.' }),
+    card('Upload a dataset', uploadWidget((dataset) => navigate(`#/datasets/${dataset.id}`))),
+    card('Your datasets', list));
+  fill(list, '/v1/datasets', 'your datasets', signal, datasetRows);
+}
+
+export function jobsPage(view, { signal }) {
+  const list = h('div', { id: 'job-list' });
+  replace(view, h('h1', { tabindex: '-1', text: 'Jobs' }), card(null, list));
+  fill(list, '/v1/jobs', 'the jobs', signal, (jobs) => jobRows(jobs));
+}
+
+export function modelsPage(view, { signal }) {
+  const list = h('div', { id: 'model-list' });
+  replace(view, h('h1', { tabindex: '-1', text: 'Models' }), card(null, list));
+  fill(list, '/v1/models', 'the models', signal, modelRows);
+}

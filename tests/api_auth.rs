@@ -189,7 +189,7 @@ async fn tenants_cannot_reach_each_others_datasets_jobs_or_models() {
     let (ds, job) = app
         .train(
             &topic_csv(8),
-            json!({"finetune_epochs": 0, "head_epochs": 5}),
+            json!({"hyperparameters": {"finetune_epochs": 0, "head_epochs": 5}}),
         )
         .await;
     let ds_id = ds["id"].as_str().unwrap();

@@ -25,7 +25,7 @@ async fn each_size_limit_is_enforced_and_named() {
     let (_, job) = app
         .train(
             &topic_csv(10),
-            json!({"finetune_epochs": 0, "head_epochs": 3}),
+            json!({"hyperparameters": {"finetune_epochs": 0, "head_epochs": 3}}),
         )
         .await;
     let predict = format!("/v1/models/{}/predict", job["model_id"].as_str().unwrap());
@@ -106,7 +106,7 @@ async fn predict_and_upload_are_rate_limited_per_key() {
     let (_, job) = app
         .train(
             &topic_csv(6),
-            json!({"finetune_epochs": 0, "head_epochs": 3}),
+            json!({"hyperparameters": {"finetune_epochs": 0, "head_epochs": 3}}),
         )
         .await;
     let predict = format!("/v1/models/{}/predict", job["model_id"].as_str().unwrap());
@@ -170,7 +170,7 @@ async fn predict_beyond_the_admission_queue_is_refused_with_retry_after() {
     let (_, job) = app
         .train(
             &topic_csv(6),
-            json!({"finetune_epochs": 0, "head_epochs": 3}),
+            json!({"hyperparameters": {"finetune_epochs": 0, "head_epochs": 3}}),
         )
         .await;
     let predict = format!("/v1/models/{}/predict", job["model_id"].as_str().unwrap());

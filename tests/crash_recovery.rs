@@ -85,7 +85,7 @@ async fn sigkill_mid_training_then_restart_reruns_the_job_and_keeps_everything()
     let (status, job) = c
         .post_json(
             "/v1/jobs",
-            &json!({"dataset_id": ds["id"], "hyperparameters": {"finetune_epochs": 40, "early_stopping_patience": 0}}),
+            &json!({"dataset_id": ds["id"], "hyperparameters": {"finetune_epochs": 40, "early_stopping_patience": 0}, "validation": {"strategy": "holdout", "fraction": 0.2}}),
         )
         .await;
     assert_eq!(status, 201, "{job}");

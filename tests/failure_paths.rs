@@ -186,19 +186,19 @@ async fn a_corrupted_model_answers_model_corrupt_and_the_service_stays_up() {
     let (_, good) = app
         .train(
             &topic_csv(6),
-            json!({"finetune_epochs": 0, "head_epochs": 3}),
+            json!({"hyperparameters": {"finetune_epochs": 0, "head_epochs": 3}}),
         )
         .await;
     let (_, tuned) = app
         .train(
             &topic_csv(6),
-            json!({"finetune_epochs": 1, "head_epochs": 3}),
+            json!({"hyperparameters": {"finetune_epochs": 1, "head_epochs": 3}}),
         )
         .await;
     let (_, garbled) = app
         .train(
             &topic_csv(6),
-            json!({"finetune_epochs": 0, "head_epochs": 3}),
+            json!({"hyperparameters": {"finetune_epochs": 0, "head_epochs": 3}}),
         )
         .await;
     let id = |j: &serde_json::Value| j["model_id"].as_str().unwrap().to_string();
@@ -254,7 +254,7 @@ async fn a_corrupted_model_answers_model_corrupt_and_the_service_stays_up() {
     let (_, fresh) = app
         .train(
             &topic_csv(6),
-            json!({"finetune_epochs": 0, "head_epochs": 3}),
+            json!({"hyperparameters": {"finetune_epochs": 0, "head_epochs": 3}}),
         )
         .await;
     let (status, body) = app

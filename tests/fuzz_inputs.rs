@@ -327,7 +327,7 @@ fn uploads_and_model_imports_never_500_and_stay_inside_the_data_folder() {
         let (_, job) = app
             .train(
                 &topic_csv(6),
-                json!({"finetune_epochs": 0, "head_epochs": 2}),
+                json!({"hyperparameters": {"finetune_epochs": 0, "head_epochs": 2}}),
             )
             .await;
         let resp = tower::ServiceExt::oneshot(
@@ -483,8 +483,9 @@ fn job_request(dataset_id: String) -> impl Strategy<Value = Value> {
         backbone,
         any::<i64>(),
         any::<bool>(),
+        prop_oneof![Just(Value::Null), any::<u64>().prop_map(Value::from), arb_json()],
     )
-        .prop_map(move |(hyper, validation, backbone, seed, real_id)| {
+        .prop_map(move |(hyper, validation, backbone, seed, real_id, budget)| {
             let mut req = json!({
                 "dataset_id": if real_id { dataset_id.clone() } else { format!("{seed}") },
                 "backbone": backbone,
@@ -493,6 +494,9 @@ fn job_request(dataset_id: String) -> impl Strategy<Value = Value> {
             });
             if !validation.is_null() {
                 req["validation"] = validation;
+            }
+            if !budget.is_null() {
+                req["time_budget_s"] = budget;
             }
             req
         })
@@ -539,7 +543,7 @@ fn random_json_to_jobs_and_predict_never_500() {
     let app = rt.block_on(TestApp::start_with(|c| c.predict_rate = 0.0));
     let (ds, text_model, image_model) = rt.block_on(async {
         let (ds, job) = app
-            .train(&topic_csv(6), json!({"finetune_epochs": 0, "head_epochs": 2}))
+            .train(&topic_csv(6), json!({"hyperparameters": {"finetune_epochs": 0, "head_epochs": 2}}))
             .await;
         let files: Vec<(String, Vec<u8>)> = (0..3u8)
             .flat_map(|i| [(format!("a/{i}.png"), png(14, i * 40)), (format!("b/{i}.jpg"), jpeg(14, i * 40))])

@@ -46,7 +46,7 @@ async fn concurrent_predicts_while_training_get_answers_or_documented_overload()
     let (ds, job) = app
         .train(
             &topic_csv(20),
-            json!({"finetune_epochs": 1, "head_epochs": 5}),
+            json!({"hyperparameters": {"finetune_epochs": 1, "head_epochs": 5}}),
         )
         .await;
     let model = job["model_id"].as_str().unwrap().to_string();
@@ -66,7 +66,7 @@ async fn concurrent_predicts_while_training_get_answers_or_documented_overload()
                 let (status, job) = client
                     .post_json(
                         "/v1/jobs",
-                        &json!({"dataset_id": ds, "hyperparameters": {"finetune_epochs": 25, "early_stopping_patience": 0}}),
+                        &json!({"dataset_id": ds, "hyperparameters": {"finetune_epochs": 25, "early_stopping_patience": 0}, "validation": {"strategy": "holdout", "fraction": 0.2}}),
                     )
                     .await;
                 assert_eq!(status, 201, "{job}");

@@ -57,7 +57,7 @@ async fn sigterm_drains_requests_requeues_the_job_and_exits_0() {
     let (_, job) = c
         .post_json(
             "/v1/jobs",
-            &json!({"dataset_id": ds["id"], "hyperparameters": {"finetune_epochs": 300, "early_stopping_patience": 0}}),
+            &json!({"dataset_id": ds["id"], "hyperparameters": {"finetune_epochs": 200, "early_stopping_patience": 0}, "validation": {"strategy": "holdout", "fraction": 0.2}}),
         )
         .await;
     let job_id = job["id"].as_str().unwrap().to_string();

@@ -2,6 +2,7 @@
 //! of the real architectures, driven through its real router.
 #![allow(dead_code)]
 
+pub mod fuzz;
 pub mod http;
 pub mod server;
 

@@ -18,6 +18,7 @@ use crate::datasets::Limits;
 use crate::http::auth::AuthPolicy;
 use crate::http::ratelimit::RateLimits;
 use crate::http::{self, AppState, Counters};
+use crate::jobs::webhook::Webhooks;
 use crate::jobs::worker::WorkerContext;
 use crate::jobs::{Queue, Workers};
 use crate::serve::ModelCache;
@@ -52,7 +53,7 @@ impl App {
         if swept > 0 {
             tracing::info!(swept, "removed leftovers of interrupted writes");
         }
-        let queue = Queue::new(db.clone());
+        let queue = Queue::new(db.clone(), Webhooks::new(config.webhook_secret.clone()));
         let (requeued, failed) = queue.recover().await?;
         if requeued + failed > 0 {
             tracing::warn!(

@@ -136,6 +136,10 @@ pub struct Config {
     #[arg(long, env = "WARMSTART_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
 
+    /// Secret for signing job webhooks (HMAC-SHA256 in `X-Warmstart-Signature`).
+    #[arg(long, env = "WARMSTART_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+
     /// Directory of the web UI served at `/`.
     #[arg(long, env = "WARMSTART_STATIC_DIR", default_value = "./static")]
     pub static_dir: PathBuf,

@@ -6,36 +6,18 @@
 //! alone does not give the class away.
 
 mod common;
+#[path = "data/textures.rs"]
+mod textures;
 
-use std::io::{Cursor, Write};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use common::{TestApp, logistic_regression, real_models_dir, test_data_dir};
+use image::GrayImage;
 use image::imageops::{self, FilterType};
-use image::{GrayImage, ImageFormat};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use serde_json::json;
-
-const TEXTURES: [&str; 3] = ["brick", "grass", "gravel"];
-const PATCH: u32 = 128;
-
-/// A random patch from rows `[y0, y1)` of the photo, brightness/contrast jittered, as PNG.
-fn patch(img: &GrayImage, y0: u32, y1: u32, rng: &mut StdRng) -> (Vec<u8>, GrayImage) {
-    let x = rng.random_range(0..=img.width() - PATCH);
-    let y = rng.random_range(y0..=y1 - PATCH);
-    let mut p = imageops::crop_imm(img, x, y, PATCH, PATCH).to_image();
-    let gain: f32 = rng.random_range(0.6..1.4);
-    let offset: f32 = rng.random_range(-40.0..40.0);
-    for px in p.pixels_mut() {
-        px[0] = (px[0] as f32 * gain + offset).clamp(0.0, 255.0) as u8;
-    }
-    let mut out = Cursor::new(Vec::new());
-    p.write_to(&mut out, ImageFormat::Png).unwrap();
-    (out.into_inner(), p)
-}
+use textures::TEXTURES;
 
 /// Raw pixels, downscaled to 16×16 and standardised per feature on the training rows.
 fn pixel_features(train: &[GrayImage], test: &[GrayImage]) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
@@ -83,31 +65,13 @@ async fn lite0_job_beats_chance_and_a_from_scratch_pixel_model_on_unseen_patches
     let Some(data) = test_data_dir("gravel.png") else {
         return;
     };
-    let mut rng = StdRng::seed_from_u64(11);
-    let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
-    let opts = zip::write::SimpleFileOptions::default();
-    let (mut train_imgs, mut train_y, mut test_imgs, mut test_png, mut test_y) =
-        (vec![], vec![], vec![], vec![], vec![]);
-    for (c, name) in TEXTURES.iter().enumerate() {
-        let img = image::open(data.join(format!("{name}.png")))
-            .unwrap()
-            .to_luma8();
-        let half = img.height() / 2;
-        for i in 0..15 {
-            let (png, p) = patch(&img, 0, half, &mut rng);
-            zip.start_file(format!("{name}/{i:02}.png"), opts).unwrap();
-            zip.write_all(&png).unwrap();
-            train_imgs.push(p);
-            train_y.push(c);
-        }
-        for _ in 0..10 {
-            let (png, p) = patch(&img, half, img.height(), &mut rng);
-            test_png.push(png);
-            test_imgs.push(p);
-            test_y.push(c);
-        }
-    }
-    let archive = zip.finish().unwrap().into_inner();
+    let (train, test) = textures::patches(&data, 15, 10, 11);
+    let archive = textures::zip(&train);
+    let train_imgs: Vec<GrayImage> = train.iter().map(|p| p.image.clone()).collect();
+    let train_y: Vec<usize> = train.iter().map(|p| p.class).collect();
+    let test_imgs: Vec<GrayImage> = test.iter().map(|p| p.image.clone()).collect();
+    let test_png: Vec<Vec<u8>> = test.iter().map(|p| p.png.clone()).collect();
+    let test_y: Vec<usize> = test.iter().map(|p| p.class).collect();
 
     let dir = tempfile::tempdir().unwrap();
     let app = TestApp::start_in(dir, |c| c.models_dir = models.clone()).await;

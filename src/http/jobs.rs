@@ -41,6 +41,16 @@ pub async fn create(
         v.validate()
             .map_err(|e| ApiError::unprocessable("invalid_validation", e.to_string()))?;
     }
+    if let Some(url) = &spec.webhook_url {
+        crate::jobs::webhook::validate_url(url)
+            .map_err(|m| ApiError::unprocessable("invalid_webhook_url", m))?;
+    }
+    if spec.time_budget_s == Some(0) {
+        return Err(ApiError::unprocessable(
+            "invalid_time_budget",
+            "time_budget_s must be at least 1 second (or leave it out for no cap)",
+        ));
+    }
     let dataset = st
         .db
         .get_dataset(&tenant, &spec.dataset_id)

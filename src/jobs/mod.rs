@@ -4,6 +4,7 @@
 //! recipe, and report progress as events that are stored and broadcast for live streams.
 
 pub mod queue;
+pub mod webhook;
 pub mod worker;
 
 use serde::{Deserialize, Serialize};
@@ -29,6 +30,9 @@ pub struct JobSpec {
     /// Caps training time, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_budget_s: Option<u64>,
+    /// Receives the job's JSON when it ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
 }
 
 fn auto() -> String {

@@ -10,6 +10,7 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+use super::webhook::Webhooks;
 use super::{JobSpec, MAX_ATTEMPTS};
 use crate::store::jobs::{JobEvent, JobRecord, Stage, event_from_row, job_from_row};
 use crate::store::models::ModelRecord;
@@ -62,6 +63,7 @@ pub struct Queue {
     events: broadcast::Sender<JobEvent>,
     /// Running jobs whose cancellation the worker has not yet acted on.
     cancelled: Arc<Mutex<HashSet<String>>>,
+    webhooks: Webhooks,
 }
 
 /// A new event to append.
@@ -86,14 +88,26 @@ impl<'a> NewEvent<'a> {
 }
 
 impl Queue {
-    pub fn new(db: Db) -> Queue {
+    pub fn new(db: Db, webhooks: Webhooks) -> Queue {
         let (events, _) = broadcast::channel(1024);
         Queue {
             db,
             signal: Arc::new(Signal::default()),
             events,
             cancelled: Arc::default(),
+            webhooks,
         }
+    }
+
+    /// After a job ends: deliver its webhook, if it asked for one.
+    async fn finished(&self, job_id: &str) -> StoreResult<()> {
+        let Some(job) = self.db.get_job_any_tenant(job_id).await? else {
+            return Ok(());
+        };
+        if let Some(url) = job.request["webhook_url"].as_str() {
+            self.webhooks.notify(url.to_string(), job);
+        }
+        Ok(())
     }
 
     /// Live events of every job (filter by `job_id`).
@@ -275,6 +289,7 @@ impl Queue {
             },
         )
         .await?;
+        self.finished(job_id).await?;
         Ok(true)
     }
 
@@ -293,6 +308,7 @@ impl Queue {
         if done.rows_affected() > 0 {
             self.add_event(job_id, NewEvent::message("failed", message))
                 .await?;
+            self.finished(job_id).await?;
         }
         Ok(())
     }
@@ -333,6 +349,7 @@ impl Queue {
                 NewEvent::message("cancelled", "job cancelled on request"),
             )
             .await?;
+            self.finished(job_id).await?;
             return Ok(CancelOutcome::Cancelled(job_from_row(&row)?));
         }
         Ok(match self.db.get_job(tenant, job_id).await? {

@@ -1,8 +1,8 @@
 //! A small, hand-written intent-classification set (customer support messages), used by the
-//! real-backbone learning tests: 4 intents × 30 messages. Tests take the first 20 of each
-//! to train and keep the last 10 unseen.
+//! real-backbone learning tests: 4 intents × 40 messages. Tests train on the first messages of each
+//! intent and keep later ones unseen.
 
-pub const INTENTS: &[(&str, [&str; 30])] = &[
+pub const INTENTS: &[(&str, [&str; 40])] = &[
     (
         "billing",
         [
@@ -36,6 +36,16 @@ pub const INTENTS: &[(&str, [&str; 30])] = &[
             "My payment keeps getting declined at checkout",
             "Is there a fee for cancelling my subscription early?",
             "You charged me in dollars instead of euros",
+            "Why was I billed for two seats when I only use one?",
+            "Please refund the duplicate payment from Tuesday",
+            "The total on my statement doesn't match the order confirmation",
+            "Can I get an invoice addressed to my employer instead?",
+            "I was charged after my free trial ended without a reminder",
+            "How do I apply my gift card balance to the next payment?",
+            "The annual price went up without any notice",
+            "My bank shows a pending authorisation from you for 1 dollar",
+            "Can you waive the late payment fee this once?",
+            "I'd like my money back for the unused months",
         ],
     ),
     (
@@ -71,6 +81,16 @@ pub const INTENTS: &[(&str, [&str; 30])] = &[
             "Is shipping free for orders above fifty dollars?",
             "The return label you emailed me won't print",
             "My order was marked shipped five days ago but there's no tracking update",
+            "The delivery window keeps getting pushed back",
+            "Can you ship the two items separately?",
+            "The courier's website says the package is lost",
+            "My parcel went to my old address even though I updated it",
+            "Is there a pickup point near my town?",
+            "The box was opened and an item is missing",
+            "How do I send the item back to your warehouse?",
+            "Can I get a signature-required delivery?",
+            "The package is sitting at the depot and nobody is delivering it",
+            "Which carrier do you use for deliveries to Ireland?",
         ],
     ),
     (
@@ -106,6 +126,16 @@ pub const INTENTS: &[(&str, [&str; 30])] = &[
             "The install fails with a missing library error",
             "The screen flickers when I open the editor",
             "Attachments over 10 MB never finish uploading",
+            "The app shows a spinning wheel forever on startup",
+            "Copy and paste stopped working in the editor",
+            "I get a blank white screen after logging in on Android",
+            "The sync icon says error but gives no details",
+            "The video call drops as soon as I share my screen",
+            "Fonts look blurry on my high resolution monitor",
+            "The export produces an empty CSV file",
+            "Push notifications arrive hours late",
+            "The widget on my home screen doesn't refresh",
+            "The app uses all my CPU even when it is idle",
         ],
     ),
     (
@@ -141,6 +171,16 @@ pub const INTENTS: &[(&str, [&str; 30])] = &[
             "I was signed out of all my sessions suddenly",
             "How do I change who is the admin of our workspace?",
             "The single sign-on button sends me to an error page",
+            "I want to change the email I use to sign in",
+            "My account shows someone else's name",
+            "How do I set up a passkey for my login?",
+            "I can't remember which email I registered with",
+            "Please remove my old phone number from the account",
+            "I need to recover access to an account I haven't used in years",
+            "Why do I have to log in again every day?",
+            "How can I make my profile private?",
+            "I accidentally deleted my account, can it be restored?",
+            "The invite link to join my team's account doesn't work",
         ],
     ),
 ];

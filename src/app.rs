@@ -2,16 +2,21 @@
 //! registry, worker threads and the router; then serving until SIGTERM/Ctrl-C.
 
 use std::collections::HashSet;
+use std::future::IntoFuture;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
 use candle_core::Device;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 use crate::backbones::registry::Registry;
 use crate::config::Config;
 use crate::datasets::Limits;
+use crate::http::auth::AuthPolicy;
+use crate::http::ratelimit::RateLimits;
 use crate::http::{self, AppState, Counters};
 use crate::jobs::webhook::Webhooks;
 use crate::jobs::worker::WorkerContext;
@@ -19,9 +24,6 @@ use crate::jobs::{Queue, Workers};
 use crate::serve::ModelCache;
 use crate::store::{Artifacts, Db};
 use crate::train::Engine;
-
-/// Predict requests admitted at once (computing or waiting) before answering 503.
-const PREDICT_QUEUE: usize = 64;
 
 /// A built service: its state, router and running workers.
 pub struct App {
@@ -88,12 +90,23 @@ impl App {
             max_text_chars: config.max_text_chars,
             max_image_pixels: config.max_image_pixels,
             max_zip_entries: config.max_zip_entries,
-            max_uncompressed_bytes: config.max_unzipped_mb << 20,
+            max_uncompressed_bytes: config.max_unzipped_mb.saturating_mul(1 << 20),
         };
+        let auth = Arc::new(AuthPolicy::new(config.is_exposed()));
+        if config.is_exposed() && !db.any_keys().await? {
+            tracing::warn!(
+                listen = %config.listen,
+                "listening beyond loopback without any API key: every /v1 request will get 401 until one is created with `warmstart keys create --name NAME`"
+            );
+        }
         let compute = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
             .min(4);
+        let rates = Arc::new(RateLimits::from_config(&config));
+        let predict_admission = Arc::new(Semaphore::new(config.predict_queue));
         let state = AppState {
+            rates,
+            predict_admission,
             models: Arc::new(ModelCache::new(registry.clone(), config.model_cache)),
             config: Arc::new(config),
             db,
@@ -101,10 +114,11 @@ impl App {
             queue,
             registry,
             limits,
-            predict_admission: Arc::new(Semaphore::new(PREDICT_QUEUE)),
             predict_compute: Arc::new(Semaphore::new(compute)),
             counters: Arc::new(Counters::default()),
             started: std::time::Instant::now(),
+            auth,
+            shutdown: CancellationToken::new(),
         };
         Ok(App {
             state,
@@ -116,8 +130,10 @@ impl App {
         http::router(self.state.clone())
     }
 
-    /// Stops the workers (a running job goes back to the queue) and waits for them.
+    /// Stops the workers (a running job goes back to the queue) and waits for them; ends
+    /// live event streams.
     pub async fn shutdown(mut self) {
+        self.state.shutdown.cancel();
         if let Some(w) = self.workers.take() {
             let _ = tokio::task::spawn_blocking(move || w.shutdown()).await;
         }
@@ -129,44 +145,84 @@ impl Drop for App {
         if self.workers.is_some() {
             // Dropped without shutdown(): at least tell the threads to stop.
             self.state.queue.signal.shutdown();
+            self.state.shutdown.cancel();
         }
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGTERM or Ctrl-C. The SIGTERM handler is installed when this is called
+/// (before the service announces it is listening), not when first polled, so an early
+/// SIGTERM still shuts down cleanly.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    async move {
+        let ctrl_c = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        #[cfg(unix)]
+        let term = async {
+            match term {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term => {},
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+        tracing::info!("shutdown requested: finishing in-flight requests");
     }
-    tracing::info!("shutdown requested: finishing in-flight requests");
 }
 
-/// Runs the service until SIGTERM or Ctrl-C.
+/// Runs the service until SIGTERM or Ctrl-C, then shuts down in bounded time: stop
+/// accepting connections, let in-flight requests finish for up to `--shutdown-grace-secs`
+/// while the workers put a running job back in the queue, and return (exit code 0).
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.listen;
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
     let app = App::build(config).await?;
+    let signal = shutdown_signal();
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!("warmstart listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app.router())
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    app.shutdown().await;
+    let stop = app.state.shutdown.clone();
+    let server = axum::serve(listener, app.router())
+        .with_graceful_shutdown(stop.clone().cancelled_owned())
+        .into_future();
+    let mut server = tokio::spawn(server);
+    tokio::select! {
+        ended = &mut server => {
+            // The server stopped by itself (an accept error): shut the rest down too.
+            app.shutdown().await;
+            return Ok(ended??);
+        }
+        _ = signal => {}
+    }
+    let in_flight = async {
+        match tokio::time::timeout(grace, &mut server).await {
+            Ok(ended) => ended
+                .map_err(anyhow::Error::from)?
+                .map_err(anyhow::Error::from),
+            Err(_) => {
+                tracing::warn!(
+                    grace_secs = grace.as_secs(),
+                    "in-flight requests did not finish within the grace period; closing them"
+                );
+                server.abort();
+                Ok(())
+            }
+        }
+    };
+    // Cancelling the token (in shutdown) stops the accept loop and ends event streams;
+    // meanwhile the workers stop and re-queue their jobs.
+    let (served, ()) = tokio::join!(in_flight, app.shutdown());
+    served?;
     tracing::info!("stopped");
     Ok(())
 }

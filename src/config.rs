@@ -20,6 +20,45 @@ pub struct Cli {
 pub enum Command {
     /// Run the HTTP API and the training workers.
     Serve(Config),
+    /// Manage API keys (create, list, revoke).
+    Keys(KeysArgs),
+}
+
+/// `warmstart keys …`: API keys, stored hashed in the data folder's database.
+#[derive(Debug, Clone, Args)]
+pub struct KeysArgs {
+    /// Folder holding the SQLite database (the same as `serve --data-dir`).
+    #[arg(
+        long,
+        env = "WARMSTART_DATA_DIR",
+        default_value = "./data",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+
+    #[command(subcommand)]
+    pub command: KeysCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print it (once: only its hash is stored).
+    Create {
+        /// A name to recognise the key by in `keys list`.
+        #[arg(long)]
+        name: String,
+        /// The tenant that owns what requests with this key create; defaults to the name,
+        /// so a replacement key with the same name sees the same datasets, jobs and models.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// List keys (id, name, tenant, created, revoked); never prints the keys themselves.
+    List,
+    /// Revoke a key by its id (as shown by `keys list`) or by the key itself.
+    Revoke {
+        /// Key id or full key.
+        id: String,
+    },
 }
 
 /// Everything the service needs to run. Validated once at start-up by [`Config::validate`].
@@ -73,6 +112,30 @@ pub struct Config {
     #[arg(long, env = "WARMSTART_MODEL_CACHE", default_value_t = 4)]
     pub model_cache: usize,
 
+    /// Predict requests per second allowed per API key (token bucket refill); 0 = no limit.
+    #[arg(long, env = "WARMSTART_PREDICT_RATE", default_value_t = 50.0)]
+    pub predict_rate: f64,
+
+    /// Predict requests a key may send in a burst above the rate.
+    #[arg(long, env = "WARMSTART_PREDICT_BURST", default_value_t = 100)]
+    pub predict_burst: u32,
+
+    /// Uploads (datasets and model archives) per minute allowed per API key; 0 = no limit.
+    #[arg(long, env = "WARMSTART_UPLOAD_RATE", default_value_t = 60.0)]
+    pub upload_rate: f64,
+
+    /// Uploads a key may send in a burst above the rate.
+    #[arg(long, env = "WARMSTART_UPLOAD_BURST", default_value_t = 20)]
+    pub upload_burst: u32,
+
+    /// Predict requests admitted at once (computing or waiting); beyond it → 503 overloaded.
+    #[arg(long, env = "WARMSTART_PREDICT_QUEUE", default_value_t = 64)]
+    pub predict_queue: usize,
+
+    /// On SIGTERM, seconds to let in-flight requests finish before closing them.
+    #[arg(long, env = "WARMSTART_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
+
     /// Secret for signing job webhooks (HMAC-SHA256 in `X-Warmstart-Signature`).
     #[arg(long, env = "WARMSTART_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
@@ -87,7 +150,9 @@ impl Config {
     /// and embedding).
     pub fn new(data_dir: impl Into<PathBuf>, models_dir: impl Into<PathBuf>) -> Self {
         let cli = Cli::parse_from(["warmstart", "serve"]);
-        let Command::Serve(mut config) = cli.command;
+        let Command::Serve(mut config) = cli.command else {
+            unreachable!("parsed `serve`")
+        };
         config.data_dir = data_dir.into();
         config.models_dir = models_dir.into();
         config
@@ -103,11 +168,31 @@ impl Config {
         if self.model_cache == 0 {
             return Err("--model-cache must be at least 1".into());
         }
+        if self.predict_queue == 0 {
+            return Err("--predict-queue must be at least 1".into());
+        }
+        for (flag, rate) in [
+            ("--predict-rate", self.predict_rate),
+            ("--upload-rate", self.upload_rate),
+        ] {
+            if !rate.is_finite() || rate < 0.0 {
+                return Err(format!("{flag} must be a number ≥ 0 (0 = no limit)"));
+            }
+        }
+        if self.predict_burst == 0 || self.upload_burst == 0 {
+            return Err("--predict-burst and --upload-burst must be at least 1".into());
+        }
         Ok(())
     }
 
     pub fn max_upload_bytes(&self) -> u64 {
         self.max_upload_mb * 1024 * 1024
+    }
+
+    /// Whether the service listens where other machines can reach it (then every `/v1`
+    /// route requires an API key, even before one exists).
+    pub fn is_exposed(&self) -> bool {
+        !self.listen.ip().is_loopback()
     }
 }
 

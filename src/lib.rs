@@ -3,8 +3,10 @@
 //! Layers, top to bottom: `http` (axum handlers, never sees candle) → `jobs` (the queue and
 //! its worker threads) → `train` (the recipe) → `backbones` (pre-trained networks) →
 //! `store` (SQLite rows and the artefact folder). `datasets` parses uploads; `serve`
-//! keeps trained models loaded for prediction.
+//! keeps trained models loaded for prediction; `admin` runs the command-line subcommands
+//! other than `serve`.
 
+pub mod admin;
 pub mod app;
 pub mod backbones;
 pub mod config;

@@ -18,5 +18,8 @@ async fn run() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Serve(config) => warmstart::app::serve(config).await,
+        Command::Keys(args) => {
+            warmstart::admin::keys(args, &mut std::io::stdout(), &mut std::io::stderr()).await
+        }
     }
 }

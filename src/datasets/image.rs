@@ -14,7 +14,7 @@ use zip::ZipArchive;
 
 use super::{DatasetError, Limits, ParsedDataset, RawExample};
 use crate::backbones::Modality;
-use crate::backbones::image::decode;
+use crate::backbones::image::{ImageError, decode};
 
 const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp"];
 
@@ -278,7 +278,11 @@ pub fn parse_zip(
         let bytes = read_entry(&mut zip, &entry, entry.size.min(remaining))?;
         written += bytes.len() as u64;
         if let Err(e) = decode(&bytes, limits.max_image_pixels) {
-            skipped.push(format!("{} ({e})", entry.path));
+            let hint = match e {
+                ImageError::TooLarge { .. } => ", WARMSTART_MAX_IMAGE_PIXELS",
+                _ => "",
+            };
+            skipped.push(format!("{} ({e}{hint})", entry.path));
             continue;
         }
         let hash: [u8; 32] = Sha256::digest(&bytes).into();

@@ -172,6 +172,7 @@ pub async fn events(
     let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(64);
     let db = st.db.clone();
     let terminal_at_start = job.status.is_terminal();
+    let shutdown = st.shutdown.clone();
     tokio::spawn(async move {
         let mut last = last_seen;
         let send_all = |events: Vec<JobEvent>, last: &mut i64| {
@@ -202,7 +203,12 @@ pub async fn events(
             return;
         }
         loop {
-            match tokio::time::timeout(Duration::from_secs(30), live.recv()).await {
+            let next = tokio::select! {
+                // The service is stopping: end the stream so shutdown need not wait for it.
+                _ = shutdown.cancelled() => return,
+                next = tokio::time::timeout(Duration::from_secs(30), live.recv()) => next,
+            };
+            match next {
                 Ok(Ok(e)) if e.job_id == id => {
                     if send_all(vec![e], &mut last).await {
                         return;

@@ -1,11 +1,13 @@
 //! The HTTP API (DESIGN §2): one module per resource, one error mapping, no candle.
 
+pub mod auth;
 pub mod datasets;
 pub mod error;
 pub mod extract;
 pub mod jobs;
 pub mod models;
 pub mod ops;
+pub mod ratelimit;
 pub mod upload;
 
 use std::sync::Arc;
@@ -13,8 +15,10 @@ use std::sync::atomic::AtomicU64;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
 
@@ -41,6 +45,12 @@ pub struct AppState {
     pub predict_compute: Arc<Semaphore>,
     pub counters: Arc<Counters>,
     pub started: std::time::Instant,
+    /// Whether `/v1` requires an API key.
+    pub auth: Arc<auth::AuthPolicy>,
+    /// Per-key rate limits on predict and upload.
+    pub rates: Arc<ratelimit::RateLimits>,
+    /// Cancelled when the service begins to shut down (ends live event streams).
+    pub shutdown: CancellationToken,
 }
 
 /// Counters for `/metrics`.
@@ -55,11 +65,14 @@ pub struct Counters {
 pub fn router(state: AppState) -> Router {
     let upload_limit = state.config.max_upload_bytes() as usize + (1 << 20);
     let body_limit = (state.config.max_body_mb as usize) << 20;
+    let upload_rate = from_fn_with_state(state.clone(), ratelimit::limit_upload);
+    let predict_rate = from_fn_with_state(state.clone(), ratelimit::limit_predict);
     let api = Router::new()
         .route(
             "/datasets",
             post(datasets::create)
                 .layer(DefaultBodyLimit::max(upload_limit))
+                .layer(upload_rate.clone())
                 .get(datasets::list),
         )
         .route(
@@ -74,15 +87,20 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}/cancel", post(jobs::cancel))
         .route(
             "/models",
-            get(models::list)
-                .post(models::import)
-                .layer(DefaultBodyLimit::max(upload_limit)),
+            post(models::import)
+                .layer(DefaultBodyLimit::max(upload_limit))
+                .layer(upload_rate)
+                .get(models::list),
         )
         .route("/models/{id}", get(models::show).delete(models::delete))
-        .route("/models/{id}/predict", post(models::predict))
+        .route(
+            "/models/{id}/predict",
+            post(models::predict).layer(predict_rate),
+        )
         .route("/models/{id}/download", get(models::download))
         .layer(DefaultBodyLimit::max(body_limit))
-        .fallback(ops::api_not_found);
+        .fallback(ops::api_not_found)
+        .layer(from_fn_with_state(state.clone(), auth::authenticate));
 
     let static_dir = state.config.static_dir.clone();
     Router::new()

@@ -362,7 +362,19 @@ fn unpack_model_archive(
             metrics = serde_json::from_str(&text).map_err(|e| bad(format!("metrics.json: {e}")))?;
         }
         let mut out = std::fs::File::create(staging.join(&name)).map_err(ApiError::internal)?;
-        std::io::copy(&mut entry.by_ref().take(limit), &mut out).map_err(ApiError::internal)?;
+        // A damaged entry (bad checksum, broken deflate stream) is the client's problem; a
+        // failed write is ours.
+        let mut buf = vec![0u8; 64 << 10];
+        let mut reader = entry.by_ref().take(limit);
+        loop {
+            let n = reader
+                .read(&mut buf)
+                .map_err(|e| bad(format!("cannot unpack {name} from the archive: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            out.write_all(&buf[..n]).map_err(ApiError::internal)?;
+        }
     }
     Ok(metrics)
 }

@@ -295,20 +295,35 @@ fn run_job(ctx: &WorkerContext, job: JobRecord) {
     let model_id = Uuid::new_v4().to_string();
     let dest = ctx.artifacts.model_dir(&model_id);
     let saved = ctx.artifacts.staging_dir().and_then(|staging| {
-        outcome
+        let written = outcome
             .artifact
             .save(&staging)
             .map_err(|source| crate::store::StoreError::Io {
                 path: staging.clone(),
                 source,
-            })?;
-        ctx.artifacts.commit_dir(&staging, &dest)
+            })
+            .and_then(|()| ctx.artifacts.commit_dir(&staging, &dest));
+        if written.is_err() {
+            // Nothing half-written stays behind (the start-up sweep is the backstop).
+            let _ = ctx.artifacts.remove_dir(&staging);
+        }
+        written
     });
     if let Err(e) = saved {
         tracing::error!(job = %job.id, error = %e, "saving the model failed");
+        let cause = match &e {
+            // The OS's reason ("no storage space", "read-only filesystem"), without paths.
+            crate::store::StoreError::Io { source, .. } => match source.raw_os_error() {
+                Some(_) => source.kind().to_string(),
+                None => source.to_string(),
+            },
+            other => other.to_string(),
+        };
         return fail(
             "model_save_failed",
-            "the model could not be written to the data folder (is the disk full or read-only?); free space and resubmit the job",
+            &format!(
+                "the model could not be written to the data folder ({cause}); nothing was kept. Free disk space or fix the folder's permissions, then resubmit the job"
+            ),
         );
     }
     let record = ModelRecord {

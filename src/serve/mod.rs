@@ -10,7 +10,7 @@ use std::sync::Arc;
 use candle_core::Tensor;
 use serde::Serialize;
 
-use crate::backbones::image::decode;
+use crate::backbones::image::{ImageError, decode};
 use crate::backbones::registry::{BackboneError, LoadedBackbone, Registry};
 use crate::backbones::{Modality, WeightsMode};
 use crate::train::artifact::{BACKBONE_FILE, ModelConfig, WEIGHTS_FILE, read_config};
@@ -171,8 +171,13 @@ impl LoadedModel {
             .iter()
             .enumerate()
             .map(|(i, bytes)| {
-                decode(bytes, max_pixels)
-                    .map_err(|e| ServeError::BadInput(format!("image {i}: {e}")))
+                decode(bytes, max_pixels).map_err(|e| {
+                    let hint = match e {
+                        ImageError::TooLarge { .. } => " (WARMSTART_MAX_IMAGE_PIXELS)",
+                        _ => "",
+                    };
+                    ServeError::BadInput(format!("image {i}: {e}{hint}"))
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let device = self.standardizer.mean.device().clone();

@@ -8,6 +8,7 @@ pub mod artifacts;
 pub mod datasets;
 pub mod db;
 pub mod jobs;
+pub mod keys;
 pub mod models;
 
 pub use artifacts::Artifacts;

@@ -2,6 +2,10 @@
 //! of the real architectures, driven through its real router.
 #![allow(dead_code)]
 
+pub mod fuzz;
+pub mod http;
+pub mod server;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -18,6 +22,8 @@ pub struct TestApp {
     pub app: Option<App>,
     pub router: Router,
     pub dir: tempfile::TempDir,
+    /// API key sent as `Authorization: Bearer` with every request, when set.
+    pub key: Option<String>,
 }
 
 /// Writes tiny backbones into `models`.
@@ -51,6 +57,7 @@ impl TestApp {
             app: Some(app),
             router,
             dir,
+            key: None,
         }
     }
 
@@ -67,8 +74,24 @@ impl TestApp {
     }
 
     pub async fn send(&self, req: Request<Body>) -> (StatusCode, Value) {
+        let (status, _, value) = self.send_full(req).await;
+        (status, value)
+    }
+
+    /// Like [`TestApp::send`], with the response headers.
+    pub async fn send_full(
+        &self,
+        mut req: Request<Body>,
+    ) -> (StatusCode, axum::http::HeaderMap, Value) {
+        if let Some(key) = &self.key {
+            req.headers_mut().insert(
+                header::AUTHORIZATION,
+                format!("Bearer {key}").parse().unwrap(),
+            );
+        }
         let resp = self.router.clone().oneshot(req).await.unwrap();
         let status = resp.status();
+        let headers = resp.headers().clone();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
         let value = if bytes.is_empty() {
             Value::Null
@@ -76,7 +99,7 @@ impl TestApp {
             serde_json::from_slice(&bytes)
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
         };
-        (status, value)
+        (status, headers, value)
     }
 
     pub async fn get(&self, uri: &str) -> (StatusCode, Value) {

@@ -53,7 +53,10 @@ impl App {
         if swept > 0 {
             tracing::info!(swept, "removed leftovers of interrupted writes");
         }
-        let queue = Queue::new(db.clone(), Webhooks::new(config.webhook_secret.clone()));
+        let queue = Queue::new(
+            db.clone(),
+            Webhooks::new(config.webhook_secret.clone(), config.webhook_allow_private),
+        );
         let (requeued, failed) = queue.recover().await?;
         if requeued + failed > 0 {
             tracing::warn!(

@@ -140,6 +140,10 @@ pub struct Config {
     #[arg(long, env = "WARMSTART_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
 
+    /// Allow job webhooks to loopback, private and link-local addresses (internal services).
+    #[arg(long, env = "WARMSTART_WEBHOOK_ALLOW_PRIVATE", default_value_t = false)]
+    pub webhook_allow_private: bool,
+
     /// Directory of the web UI served at `/`.
     #[arg(long, env = "WARMSTART_STATIC_DIR", default_value = "./static")]
     pub static_dir: PathBuf,

@@ -44,7 +44,11 @@ async fn receiver() -> (String, Seen) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finished_jobs_are_posted_signed_and_retried() {
     let (url, seen) = receiver().await;
-    let app = TestApp::start_with(|c| c.webhook_secret = Some("s3cret".into())).await;
+    let app = TestApp::start_with(|c| {
+        c.webhook_secret = Some("s3cret".into());
+        c.webhook_allow_private = true;
+    })
+    .await;
     let ds = app.upload_dataset("d.csv", topic_csv(6).as_bytes()).await;
 
     let (status, body) = app
@@ -100,7 +104,7 @@ async fn finished_jobs_are_posted_signed_and_retried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_jobs_are_posted_too() {
     let (url, seen) = receiver().await;
-    let app = TestApp::start().await;
+    let app = TestApp::start_with(|c| c.webhook_allow_private = true).await;
     let ds = app.upload_dataset("d.csv", topic_csv(20).as_bytes()).await;
     let (_, job) = app
         .post_json(
@@ -126,4 +130,23 @@ async fn cancelled_jobs_are_posted_too() {
     assert_eq!(delivered["status"], "cancelled");
     // No signature without a secret.
     assert!(!seen.lock()[1].0.contains_key("x-warmstart-signature"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_webhook_targets_are_refused_by_default() {
+    let app = TestApp::start().await;
+    let ds = app.upload_dataset("d.csv", topic_csv(6).as_bytes()).await;
+    let (status, body) = app
+        .post_json(
+            "/v1/jobs",
+            json!({"dataset_id": ds["id"], "webhook_url": "http://127.0.0.1:9/hook"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("WARMSTART_WEBHOOK_ALLOW_PRIVATE")
+    );
 }

@@ -315,13 +315,16 @@ impl Registry {
                 let net = Bert::load(&dir, weights, mode, &self.device)
                     .map_err(|e| load_err(e.to_string()))?;
                 let encoder = TextEncoder::load(&dir).map_err(|e| load_err(e.to_string()))?;
+                // Never more tokens than the network has positions for.
+                let max_length = (spec.max_length.unwrap_or(256) as usize)
+                    .min(net.config().max_position_embeddings);
                 Ok(LoadedBackbone {
                     id: spec.id,
                     modality: spec.modality,
                     net: Box::new(net),
                     prep: Preprocessor::Text {
                         encoder: Box::new(encoder),
-                        max_length: spec.max_length.unwrap_or(256) as usize,
+                        max_length,
                     },
                 })
             }

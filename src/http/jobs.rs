@@ -42,7 +42,10 @@ pub async fn create(
             .map_err(|e| ApiError::unprocessable("invalid_validation", e.to_string()))?;
     }
     if let Some(url) = &spec.webhook_url {
-        crate::jobs::webhook::validate_url(url)
+        st.queue
+            .webhooks()
+            .check_target(url)
+            .await
             .map_err(|m| ApiError::unprocessable("invalid_webhook_url", m))?;
     }
     if spec.time_budget_s == Some(0) {

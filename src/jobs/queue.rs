@@ -99,6 +99,10 @@ impl Queue {
         }
     }
 
+    pub fn webhooks(&self) -> &Webhooks {
+        &self.webhooks
+    }
+
     /// After a job ends: deliver its webhook, if it asked for one.
     async fn finished(&self, job_id: &str) -> StoreResult<()> {
         let Some(job) = self.db.get_job_any_tenant(job_id).await? else {

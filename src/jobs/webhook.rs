@@ -18,6 +18,9 @@ pub const ATTEMPTS: u32 = 5;
 pub struct Webhooks {
     client: reqwest::Client,
     secret: Option<String>,
+    /// Whether webhooks may target loopback, private and link-local addresses. Off by
+    /// default: otherwise any API user could make the server call internal services.
+    allow_private: bool,
     /// First retry delay; doubles each time.
     pub backoff: Duration,
 }
@@ -35,6 +38,35 @@ pub fn validate_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Loopback, private (RFC 1918, unique-local), link-local, unspecified, shared and
+/// multicast addresses.
+fn is_internal(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || (o[0] == 100 && (64..128).contains(&o[1]))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_internal(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
 /// The signature header value for `body` sent at `timestamp`.
 pub fn signature(secret: &str, timestamp: u64, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
@@ -45,7 +77,7 @@ pub fn signature(secret: &str, timestamp: u64, body: &[u8]) -> String {
 }
 
 impl Webhooks {
-    pub fn new(secret: Option<String>) -> Webhooks {
+    pub fn new(secret: Option<String>, allow_private: bool) -> Webhooks {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .user_agent(concat!("warmstart/", env!("CARGO_PKG_VERSION")))
@@ -54,8 +86,35 @@ impl Webhooks {
         Webhooks {
             client,
             secret,
+            allow_private,
             backoff: Duration::from_secs(2),
         }
+    }
+
+    /// Refuses targets that resolve to internal addresses (unless allowed).
+    pub async fn check_target(&self, url: &str) -> Result<(), String> {
+        validate_url(url)?;
+        if self.allow_private {
+            return Ok(());
+        }
+        let parsed = reqwest::Url::parse(url).map_err(|e| e.to_string())?;
+        let host = parsed
+            .host_str()
+            .unwrap_or_default()
+            .trim_matches(['[', ']']);
+        let port = parsed.port_or_known_default().unwrap_or(80);
+        let addrs = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| format!("webhook_url host {host:?} does not resolve ({e})"))?;
+        for addr in addrs {
+            if is_internal(addr.ip()) {
+                return Err(format!(
+                    "webhook_url {url:?} resolves to the internal address {}; the operator must set WARMSTART_WEBHOOK_ALLOW_PRIVATE=true to allow webhooks to internal services",
+                    addr.ip()
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Delivers the finished job in the background (never blocks the caller).
@@ -66,6 +125,11 @@ impl Webhooks {
 
     /// Tries to deliver; returns the number of attempts made and whether one succeeded.
     pub async fn deliver(&self, url: &str, job: &JobRecord) -> (u32, bool) {
+        // Checked again at delivery: DNS may have changed since the job was submitted.
+        if let Err(why) = self.check_target(url).await {
+            tracing::warn!(job = %job.id, "webhook not sent: {why}");
+            return (0, false);
+        }
         let body = serde_json::to_vec(job).expect("jobs serialise");
         let mut delay = self.backoff;
         for attempt in 1..=ATTEMPTS {
@@ -120,6 +184,43 @@ mod tests {
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
         assert!(signature("s", 1, b"{}").starts_with("sha256="));
+    }
+
+    #[test]
+    fn internal_addresses_are_recognised() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.0.1",
+            "172.16.5.4",
+            "169.254.169.254",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+            "100.64.0.1",
+        ] {
+            assert!(is_internal(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["8.8.8.8", "2606:4700::1111"] {
+            assert!(!is_internal(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[tokio::test]
+    async fn internal_targets_are_refused_unless_allowed() {
+        let strict = Webhooks::new(None, false);
+        let err = strict
+            .check_target("http://127.0.0.1:9/hook")
+            .await
+            .unwrap_err();
+        assert!(err.contains("WARMSTART_WEBHOOK_ALLOW_PRIVATE"), "{err}");
+        assert!(
+            Webhooks::new(None, true)
+                .check_target("http://127.0.0.1:9/hook")
+                .await
+                .is_ok()
+        );
     }
 
     #[test]

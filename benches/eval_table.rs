@@ -83,6 +83,32 @@ async fn run_row(
         .count();
     let m = &job["metrics"];
     let cv = &m["cv"]["accuracy"];
+    // Time per stage, from the job's events (summed over folds).
+    let (_, events) = app
+        .get(&format!("/v1/jobs/{}/events", job["id"].as_str().unwrap()))
+        .await;
+    let at = |e: &Value| chrono::DateTime::parse_from_rfc3339(e["at"].as_str().unwrap()).unwrap();
+    let marks: Vec<&Value> = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "stage" || e["kind"] == "succeeded")
+        .collect();
+    let mut stages: Vec<(String, f64)> = Vec::new();
+    for w in marks.windows(2) {
+        let secs = (at(w[1]) - at(w[0])).num_milliseconds() as f64 / 1000.0;
+        let name = w[0]["stage"].as_str().unwrap_or("").to_string();
+        match stages.iter_mut().find(|(s, _)| *s == name) {
+            Some(e) => e.1 += secs,
+            None => stages.push((name, secs)),
+        }
+    }
+    let stage_text: Vec<String> = stages.iter().map(|(s, t)| format!("{s} {t:.1}s")).collect();
+    eprintln!(
+        "{name}: {} [{}]",
+        job["metrics"]["selection_reason"],
+        stage_text.join(", ")
+    );
     println!(
         "| {name} | {} | {} | {} | {} | {} | {} ± {} | {:.3} → {:.3} | {:.1} | {:.0} s |",
         job["backbone"].as_str().unwrap(),

@@ -131,6 +131,35 @@ async fn main() {
         .zip(&held)
         .filter(|(p, (_, l))| p["label"] == *l)
         .count();
+    // The linear probe: logistic regression on frozen mean-pooled embeddings, same data.
+    let registry = warmstart::backbones::registry::Registry::new(&models, candle_core::Device::Cpu);
+    let bb = registry.frozen("minilm-l6").unwrap();
+    let embed = |texts: &[&str]| -> Vec<Vec<f32>> {
+        let batch = bb.prep.text_batch(texts, 256, registry.device()).unwrap();
+        bb.net
+            .forward(&batch, false)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap()
+    };
+    let train: Vec<(&str, usize)> = intents::INTENTS
+        .iter()
+        .enumerate()
+        .flat_map(|(c, (_, msgs))| msgs[..per_class].iter().map(move |m| (*m, c)))
+        .collect();
+    let labels: Vec<&str> = intents::INTENTS.iter().map(|(l, _)| *l).collect();
+    let tx = embed(&train.iter().map(|(t, _)| *t).collect::<Vec<_>>());
+    let ty: Vec<usize> = train.iter().map(|(_, c)| *c).collect();
+    let probe = common::logistic_regression(&tx, &ty, labels.len(), &embed(&texts));
+    let probe_correct = probe
+        .iter()
+        .zip(&held)
+        .filter(|(p, (_, l))| labels[**p] == *l)
+        .count();
+    println!(
+        "linear probe on frozen embeddings: held-out accuracy {:.3}",
+        probe_correct as f64 / held.len() as f64
+    );
     println!(
         "held-out accuracy {:.3} on {} unseen messages (predict {:.0} ms for all); upload→trained model {:.1}s",
         correct as f64 / held.len() as f64,

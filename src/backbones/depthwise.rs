@@ -12,6 +12,8 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
+use super::efficientnet::ops::contiguous_f32;
+
 /// Stride and zero padding of a depthwise convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DepthwiseParams {
@@ -129,16 +131,6 @@ impl Dims {
     }
 }
 
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        bail!("depthwise conv: {what} must be f32")
-    };
-    let Some((start, end)) = l.contiguous_offsets() else {
-        bail!("depthwise conv: {what} must be contiguous")
-    };
-    Ok(&v[start..end])
-}
-
 #[inline]
 fn fma_into(acc: &mut [f32], a: &[f32], b: &[f32]) {
     for ((o, &x), &y) in acc.iter_mut().zip(a).zip(b) {
@@ -176,8 +168,8 @@ impl CustomOp2 for DepthwiseConv {
             ow,
             p: self.p,
         };
-        let x = f32_slice(s1, l1, "input")?;
-        let k = f32_slice(s2, l2, "kernel")?;
+        let x = contiguous_f32(s1, l1, "depthwise conv input")?;
+        let k = contiguous_f32(s2, l2, "depthwise conv kernel")?;
         let mut out = vec![0f32; b * oh * ow * c];
         out.par_chunks_mut(ow * c)
             .enumerate()
@@ -266,8 +258,8 @@ impl CustomOp2 for DepthwiseGradInput {
             ow,
             p: self.p,
         };
-        let g = f32_slice(s1, l1, "gradient")?;
-        let k = f32_slice(s2, l2, "kernel")?;
+        let g = contiguous_f32(s1, l1, "depthwise conv gradient")?;
+        let k = contiguous_f32(s2, l2, "depthwise conv kernel")?;
         let mut gx = vec![0f32; b * d.h * d.w * c];
         gx.par_chunks_mut(d.w * c)
             .enumerate()
@@ -331,8 +323,8 @@ impl CustomOp2 for DepthwiseGradKernel {
             ow,
             p: self.p,
         };
-        let x = f32_slice(s1, l1, "input")?;
-        let g = f32_slice(s2, l2, "gradient")?;
+        let x = contiguous_f32(s1, l1, "depthwise conv input")?;
+        let g = contiguous_f32(s2, l2, "depthwise conv gradient")?;
         let n = kh * kw * c;
         let gk = (0..b * oh)
             .into_par_iter()

@@ -9,7 +9,7 @@
 //! of the final 1x1 conv + BN + ReLU6 (1280-d for the real variants).
 
 mod layers;
-mod ops;
+pub(crate) mod ops;
 mod tiny;
 
 pub use layers::Kernels;

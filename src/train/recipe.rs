@@ -267,17 +267,11 @@ impl Engine {
                 &base_cfg,
                 obs,
             )?;
-            let valid_y: Vec<usize> = s.valid.iter().map(|&i| labels[i]).collect();
-            let fold_metrics =
-                evaluate(&softmax_rows(fit.best_logits(), 1.0), &valid_y, &req.labels);
             fold_reports.push(json!({
                 "fold": f + 1,
                 "num_valid": s.valid.len(),
                 "head_only": fit.head_eval.as_ref().map(eval_json),
                 "finetuned": fit.finetuned.as_ref().map(|ft| eval_json(&ft.eval)),
-                "accuracy": fold_metrics.accuracy,
-                "macro_f1": fold_metrics.macro_f1,
-                "log_loss": fold_metrics.log_loss,
             }));
             head_epochs.push(fit.head_best_epoch as f64);
             ft_epochs.push(fit.finetune_best_epoch as f64);
@@ -362,6 +356,20 @@ impl Engine {
             "measuring the chosen model on held-out data",
         );
         let chosen = if use_ft { &held.finetuned } else { &held.head };
+        // Each fold's metrics, for the candidate that was kept.
+        let mut start = 0;
+        for (report, s) in fold_reports.iter_mut().zip(&splits) {
+            let end = start + s.valid.len();
+            let m = evaluate(
+                &softmax_rows(&chosen[start..end], 1.0),
+                &y[start..end],
+                &req.labels,
+            );
+            report["accuracy"] = json!(m.accuracy);
+            report["macro_f1"] = json!(m.macro_f1);
+            report["log_loss"] = json!(m.log_loss);
+            start = end;
+        }
         let metrics = evaluate(&softmax_rows(chosen, 1.0), &y, &req.labels);
         let base_m = evaluate(&softmax_rows(&held.baseline, 1.0), &y, &req.labels);
         let calibration = calibrate(chosen, &y);

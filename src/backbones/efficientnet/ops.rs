@@ -12,7 +12,8 @@ fn rows_per_task(channels: usize) -> usize {
     (65_536 / channels.max(1)).max(1)
 }
 
-fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+/// The `f32` elements of a contiguous CPU tensor (shared by the CPU custom ops).
+pub(crate) fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else {
         bail!("{what}: expected f32")
     };

@@ -1,4 +1,5 @@
-//! It learns (images): with the real EfficientNet-Lite0 weights and default settings, a job
+//! It learns (images): with the real EfficientNet-Lite0 weights and default settings (the
+//! backbone named, everything else automatic), a job
 //! on texture patches cut from scikit-image's brick, grass and gravel photos (15 per class,
 //! from the top half of each photo) produces a model that, on 10 unseen patches per class
 //! from the bottom halves, beats chance clearly and beats the same head trained from scratch
@@ -79,7 +80,10 @@ async fn lite0_job_beats_chance_and_a_from_scratch_pixel_model_on_unseen_patches
     let ds = app.upload_dataset("textures.zip", &archive).await;
     assert_eq!(ds["num_examples"], 45, "{ds}");
     let (status, job) = app
-        .post_json("/v1/jobs", json!({"dataset_id": ds["id"]}))
+        .post_json(
+            "/v1/jobs",
+            json!({"dataset_id": ds["id"], "backbone": "efficientnet-lite0"}),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{job}");
     let job = app

@@ -5,6 +5,8 @@
 //! layers against candle's fused kernels and finite differences, the weight round-trip, and
 //! the tiny model's speed.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -24,25 +26,9 @@ const TEXTS: [&str; 4] = [
 ];
 const LABELS: [u32; 4] = [0, 0, 1, 2];
 
+/// The real MiniLM folder (skip outside CI when missing, fail in CI): see `tests/common`.
 fn minilm_dir() -> Option<PathBuf> {
-    let root = std::env::var_os("WARMSTART_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("models"));
-    let dir = root.join("minilm-l6");
-    if dir.join("model.safetensors").is_file() && dir.join("tokenizer.json").is_file() {
-        return Some(dir);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!(
-            "CI=true but the MiniLM weights are missing from {}",
-            dir.display()
-        );
-    }
-    eprintln!(
-        "SKIP: no MiniLM weights in {} (run scripts/fetch-backbones.sh)",
-        dir.display()
-    );
-    None
+    common::real_models_dir().map(|d| d.join("minilm-l6"))
 }
 
 fn tiny_dir() -> Result<tempfile::TempDir> {

@@ -2,7 +2,9 @@
 //! cosines from `shared/reference/minilm_reference.json` (sentence-transformers pipeline),
 //! and batch/padding invariance. Needs the real weights (skipped without them unless CI=true).
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -35,27 +37,9 @@ struct Reference {
     cosine_1_2: f32,
 }
 
-/// `$WARMSTART_MODELS_DIR/minilm-l6` or `<crate>/models/minilm-l6`; `None` (skip) when
-/// absent, a panic when absent and `CI=true`.
+/// The real MiniLM folder (skip outside CI when missing, fail in CI): see `tests/common`.
 fn minilm_dir() -> Option<PathBuf> {
-    let root = std::env::var_os("WARMSTART_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("models"));
-    let dir = root.join("minilm-l6");
-    if dir.join("model.safetensors").is_file() && dir.join("tokenizer.json").is_file() {
-        return Some(dir);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!(
-            "CI=true but the MiniLM weights are missing from {}",
-            dir.display()
-        );
-    }
-    eprintln!(
-        "SKIP: no MiniLM weights in {} (run scripts/fetch-backbones.sh)",
-        dir.display()
-    );
-    None
+    common::real_models_dir().map(|d| d.join("minilm-l6"))
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {

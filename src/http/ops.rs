@@ -47,15 +47,12 @@ pub async fn backbones(State(st): State<AppState>) -> Json<Value> {
 pub async fn metrics(State(st): State<AppState>) -> ApiResult<impl IntoResponse> {
     let mut out = String::new();
     out.push_str("# HELP warmstart_jobs Jobs by status.\n# TYPE warmstart_jobs gauge\n");
+    let counts = st.db.job_status_counts().await?;
     for status in ["queued", "running", "succeeded", "failed", "cancelled"] {
-        let n = st
-            .db
-            .job_status_counts()
-            .await?
-            .into_iter()
+        let n = counts
+            .iter()
             .find(|(s, _)| s == status)
-            .map(|(_, n)| n)
-            .unwrap_or(0);
+            .map_or(0, |(_, n)| *n);
         out.push_str(&format!("warmstart_jobs{{status=\"{status}\"}} {n}\n"));
     }
     let c = &st.counters;

@@ -8,18 +8,32 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal};
 use warmstart::backbones::Modality;
-use warmstart::train::defaults::resolve;
 use warmstart::train::head::{Head, balanced_class_weights};
 use warmstart::train::head_train::{HeadTrainConfig, predict_logits, train_head};
 use warmstart::train::hyper::{ClassWeights, DataProfile, Hyperparameters};
 use warmstart::train::metrics::{evaluate, softmax_rows};
+use warmstart::train::recipe::resolve;
+
+fn minilm() -> warmstart::train::BackboneChoice {
+    warmstart::train::BackboneChoice {
+        id: "minilm-l6".into(),
+        reason: None,
+    }
+}
 
 struct NoObserver;
 impl warmstart::train::Observer for NoObserver {
-    fn recipe(&mut self, _: &serde_json::Value) {}
+    fn recipe(&mut self, _: &warmstart::train::Recipe) {}
     fn stage(&mut self, _: warmstart::store::jobs::Stage, _: &str) {}
     fn progress(&mut self, _: u32, _: u32, _: f64) {}
-    fn epoch(&mut self, _: warmstart::store::jobs::Stage, _: u32, _: u32, _: serde_json::Value) {}
+    fn epoch(
+        &mut self,
+        _: warmstart::store::jobs::Stage,
+        _: u32,
+        _: u32,
+        _: &warmstart::train::EpochMetrics,
+    ) {
+    }
     fn log(&mut self, _: &str) {}
     fn cancelled(&self) -> bool {
         false
@@ -61,7 +75,7 @@ fn minority_recall(weights: Option<Vec<f32>>, seed: u64) -> f64 {
         class_weights: weights,
         patience: 0,
         seed,
-        tags: Default::default(),
+        tag: warmstart::train::training_loop::FitTag::Plain,
     };
     train_head(&head, &tensor(&x), &y, None, &cfg, &mut NoObserver).unwrap();
     let logits = predict_logits(&head, &tensor(&vx)).unwrap();
@@ -96,7 +110,7 @@ fn the_automatic_recipe_balances_skewed_classes_only() {
         largest_class: largest,
     };
     let h = Hyperparameters::default();
-    let skewed = resolve(&h, None, "minilm-l6", None, 0, &profile(10, 40));
+    let skewed = resolve(&h, None, &minilm(), 0, &profile(10, 40));
     assert_eq!(skewed.class_weights, ClassWeights::Balanced);
     let reason = &skewed
         .choices
@@ -106,7 +120,7 @@ fn the_automatic_recipe_balances_skewed_classes_only() {
         .reason;
     assert!(reason.contains("4.0x"), "{reason}");
     assert_eq!(
-        resolve(&h, None, "minilm-l6", None, 0, &profile(20, 40)).class_weights,
+        resolve(&h, None, &minilm(), 0, &profile(20, 40)).class_weights,
         ClassWeights::None
     );
     let forced = Hyperparameters {
@@ -114,7 +128,7 @@ fn the_automatic_recipe_balances_skewed_classes_only() {
         ..Default::default()
     };
     assert_eq!(
-        resolve(&forced, None, "minilm-l6", None, 0, &profile(10, 40)).class_weights,
+        resolve(&forced, None, &minilm(), 0, &profile(10, 40)).class_weights,
         ClassWeights::None
     );
 }

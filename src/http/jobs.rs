@@ -18,6 +18,8 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, Tenant};
 use crate::jobs::{CancelOutcome, JobSpec};
 use crate::store::jobs::{JobEvent, JobRecord, JobStatus};
+use crate::train::budget::{BackboneQuery, choose_backbone};
+use crate::train::hyper::DataProfile;
 
 pub async fn create(
     State(st): State<AppState>,
@@ -59,11 +61,24 @@ pub async fn create(
         .get_dataset(&tenant, &spec.dataset_id)
         .await?
         .ok_or_else(|| ApiError::not_found("dataset", &spec.dataset_id))?;
-    let backbone = if spec.backbone == "auto" {
-        st.registry.default_for(dataset.modality).to_string()
-    } else {
-        spec.backbone.clone()
-    };
+    let counts: Vec<usize> = dataset
+        .labels
+        .iter()
+        .map(|l| dataset.label_counts.get(l).copied().unwrap_or(0))
+        .collect();
+    let data = DataProfile::of_counts(dataset.modality, &counts);
+    let choice = choose_backbone(
+        &BackboneQuery {
+            requested: &spec.backbone,
+            default_id: st.registry.default_for(dataset.modality),
+            data: &data,
+            hyperparameters: &spec.hyperparameters,
+            validation: spec.validation.as_ref(),
+            time_budget_s: spec.time_budget_s,
+        },
+        |id| st.registry.info(id).is_some_and(|b| b.available),
+    );
+    let backbone = choice.id.clone();
     let Some(info) = st.registry.info(&backbone) else {
         let known: Vec<&str> = st.registry.list().iter().map(|b| b.id).collect();
         return Err(ApiError::unprocessable(
@@ -92,7 +107,7 @@ pub async fn create(
             ),
         ));
     }
-    let job = st.queue.enqueue(&tenant, &spec, &backbone).await?;
+    let job = st.queue.enqueue(&tenant, &spec, &choice).await?;
     tracing::info!(job = %job.id, dataset = %dataset.id, "job queued");
     Ok((StatusCode::CREATED, Json(job)))
 }

@@ -24,11 +24,12 @@ use crate::backbones::Modality;
 use crate::serve::{LoadedModel, Prediction};
 use crate::store::models::ModelRecord;
 use crate::store::now;
-use crate::train::artifact::{BACKBONE_FILE, CONFIG_FILE, WEIGHTS_FILE};
+use crate::train::artifact::{
+    ARCHIVE_FILES, BACKBONE_FILE, CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE,
+};
 
 /// Most inputs in one predict request.
 pub const MAX_PREDICT_INPUTS: usize = 256;
-const METRICS_FILE: &str = "metrics.json";
 
 async fn find(st: &AppState, tenant: &str, id: &str) -> ApiResult<ModelRecord> {
     st.db
@@ -341,7 +342,7 @@ fn unpack_model_archive(
             .name()
             .map_err(|e| bad(format!("unreadable file name in the archive: {e}")))?
             .to_string();
-        if ![CONFIG_FILE, WEIGHTS_FILE, BACKBONE_FILE, METRICS_FILE].contains(&name.as_str()) {
+        if !ARCHIVE_FILES.contains(&name.as_str()) {
             return Err(bad(format!(
                 "unexpected file {name:?} in the archive; a model archive holds only {CONFIG_FILE}, {WEIGHTS_FILE}, {BACKBONE_FILE} and {METRICS_FILE}"
             )));

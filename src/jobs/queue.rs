@@ -15,6 +15,7 @@ use super::{JobSpec, MAX_ATTEMPTS};
 use crate::store::jobs::{JobEvent, JobRecord, Stage, event_from_row, job_from_row};
 use crate::store::models::ModelRecord;
 use crate::store::{Db, StoreResult, now, to_json};
+use crate::train::{BackboneChoice, Recipe};
 
 /// Wakes idle workers when work arrives (or the service stops).
 #[derive(Default)]
@@ -142,17 +143,19 @@ impl Queue {
         &self,
         tenant: &str,
         spec: &JobSpec,
-        backbone: &str,
+        backbone: &BackboneChoice,
     ) -> StoreResult<JobRecord> {
         let id = Uuid::new_v4().to_string();
         let row = sqlx::query(
-            "INSERT INTO jobs (id, tenant, dataset_id, backbone, status, request, created_at)
-             VALUES (?, ?, ?, ?, 'queued', ?, ?) RETURNING *",
+            "INSERT INTO jobs (id, tenant, dataset_id, backbone, backbone_reason, status, request,
+                 created_at)
+             VALUES (?, ?, ?, ?, ?, 'queued', ?, ?) RETURNING *",
         )
         .bind(&id)
         .bind(tenant)
         .bind(&spec.dataset_id)
-        .bind(backbone)
+        .bind(&backbone.id)
+        .bind(&backbone.reason)
         .bind(to_json(spec))
         .bind(now())
         .fetch_one(&self.db.pool)
@@ -185,17 +188,13 @@ impl Queue {
         Ok(Some(job))
     }
 
-    /// Records the resolved recipe (and the backbone it chose, for `"auto"`).
-    pub async fn set_config(&self, job_id: &str, config: &Value) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE jobs SET config = ?, backbone = COALESCE(?, backbone)
-             WHERE id = ? AND status = 'running'",
-        )
-        .bind(to_json(config))
-        .bind(config["backbone"].as_str())
-        .bind(job_id)
-        .execute(&self.db.pool)
-        .await?;
+    /// Records the resolved recipe.
+    pub async fn set_config(&self, job_id: &str, recipe: &Recipe) -> StoreResult<()> {
+        sqlx::query("UPDATE jobs SET config = ? WHERE id = ? AND status = 'running'")
+            .bind(to_json(recipe))
+            .bind(job_id)
+            .execute(&self.db.pool)
+            .await?;
         Ok(())
     }
 

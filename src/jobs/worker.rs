@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use tokio::runtime::Handle;
 use uuid::Uuid;
 
@@ -20,7 +19,10 @@ use crate::datasets::stored::read_examples;
 use crate::store::jobs::{JobRecord, Stage};
 use crate::store::models::ModelRecord;
 use crate::store::{Artifacts, now};
-use crate::train::{Engine, Example, ExampleInput, Observer, TrainError, TrainRequest};
+use crate::train::{
+    BackboneChoice, Engine, EpochMetrics, Example, ExampleInput, Observer, Recipe, TrainError,
+    TrainRequest,
+};
 
 /// The running worker threads.
 pub struct Workers {
@@ -104,7 +106,7 @@ impl JobObserver<'_> {
 }
 
 impl Observer for JobObserver<'_> {
-    fn recipe(&mut self, recipe: &Value) {
+    fn recipe(&mut self, recipe: &Recipe) {
         self.run("recipe", self.ctx.queue.set_config(&self.job_id, recipe));
     }
 
@@ -130,8 +132,9 @@ impl Observer for JobObserver<'_> {
         );
     }
 
-    fn epoch(&mut self, stage: Stage, epoch: u32, epochs: u32, metrics: Value) {
+    fn epoch(&mut self, stage: Stage, epoch: u32, epochs: u32, metrics: &EpochMetrics) {
         let q = &self.ctx.queue;
+        let metrics = serde_json::to_value(metrics).expect("epoch metrics serialise");
         let fraction = epoch as f64 / epochs.max(1) as f64;
         self.run(
             "epoch",
@@ -226,7 +229,10 @@ fn load_request(ctx: &WorkerContext, job: &JobRecord) -> Result<TrainRequest, (S
         modality: dataset.modality,
         labels: dataset.labels.clone(),
         examples,
-        backbone: spec.backbone,
+        backbone: BackboneChoice {
+            id: job.backbone.clone(),
+            reason: job.backbone_reason.clone(),
+        },
         hyperparameters: spec.hyperparameters,
         validation: spec.validation,
         seed: spec.seed,
@@ -334,7 +340,7 @@ fn run_job(ctx: &WorkerContext, job: JobRecord) {
         backbone: outcome.recipe.backbone.clone(),
         modality: req.modality,
         labels: req.labels.clone(),
-        metrics: outcome.report,
+        metrics: serde_json::to_value(&outcome.report).expect("the report serialises"),
         created_at: now(),
     };
     match ctx.runtime.block_on(q.succeed(&job.id, &record)) {

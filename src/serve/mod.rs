@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::backbones::image::{ImageError, decode};
 use crate::backbones::registry::{BackboneError, LoadedBackbone, Registry};
 use crate::backbones::{Modality, WeightsMode};
-use crate::train::artifact::{BACKBONE_FILE, ModelConfig, WEIGHTS_FILE, read_config};
+use crate::train::artifact::{BACKBONE_FILE, ModelConfig, WEIGHTS_FILE, read_config, tensor_names};
 use crate::train::features::Standardizer;
 use crate::train::head::Head;
 use crate::train::metrics::softmax_rows;
@@ -73,8 +73,8 @@ impl LoadedModel {
                 .ok_or_else(|| ServeError::Corrupt(format!("{WEIGHTS_FILE} has no {n}")))
         };
         let standardizer = Standardizer {
-            mean: get("features.mean")?,
-            std: get("features.std")?,
+            mean: get(tensor_names::FEATURES_MEAN)?,
+            std: get(tensor_names::FEATURES_STD)?,
         };
         if head.num_classes() != config.labels.len() {
             return Err(ServeError::Corrupt(format!(

@@ -117,6 +117,9 @@ pub struct JobRecord {
     pub finished_at: Option<String>,
     #[serde(skip)]
     pub tenant: String,
+    /// Why `backbone` was chosen, when the request said `"auto"`.
+    #[serde(skip)]
+    pub backbone_reason: Option<String>,
 }
 
 /// One entry in a job's history.
@@ -150,6 +153,7 @@ pub(crate) fn job_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<JobReco
         tenant: row.try_get("tenant")?,
         dataset_id: row.try_get("dataset_id")?,
         backbone: row.try_get("backbone")?,
+        backbone_reason: row.try_get("backbone_reason")?,
         status: JobStatus::parse(&status).unwrap_or(JobStatus::Failed),
         stage: stage.as_deref().and_then(Stage::parse),
         progress: Progress {

@@ -12,11 +12,30 @@ use serde::{Deserialize, Serialize};
 use super::suspects::Suspect;
 use crate::backbones::Modality;
 
+// The model format, in one place: the files of a model folder and of its download
+// archive, and the tensor names inside `model.safetensors`.
+
 pub const CONFIG_FILE: &str = "model.json";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const BACKBONE_FILE: &str = "backbone.safetensors";
 pub const SUSPECTS_FILE: &str = "suspects.json";
+/// Only in the download archive: the model's report.
+pub const METRICS_FILE: &str = "metrics.json";
+/// The files a download archive may hold (the model folder's, less the suspects, plus the
+/// report).
+pub const ARCHIVE_FILES: [&str; 4] = [CONFIG_FILE, WEIGHTS_FILE, BACKBONE_FILE, METRICS_FILE];
 pub const FORMAT_VERSION: u32 = 1;
+
+/// Tensor names in `model.safetensors`.
+pub mod tensor_names {
+    pub const HEAD_WEIGHT: &str = "head.weight";
+    pub const HEAD_BIAS: &str = "head.bias";
+    pub const HEAD_HIDDEN_WEIGHT: &str = "head.hidden.weight";
+    pub const HEAD_HIDDEN_BIAS: &str = "head.hidden.bias";
+    /// Per-feature mean and standard deviation the head's inputs are standardised with.
+    pub const FEATURES_MEAN: &str = "features.mean";
+    pub const FEATURES_STD: &str = "features.std";
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ModelConfig {

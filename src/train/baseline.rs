@@ -8,11 +8,25 @@ use std::collections::HashMap;
 use candle_core::{Device, Tensor};
 use image::imageops::{self, FilterType};
 
-use super::features::Standardizer;
+use super::features::{Standardizer, select_rows};
 use super::head::Head;
 use super::head_train::{HeadTrainConfig, predict_logits, train_head};
+use super::recipe::Recipe;
+use super::training_loop::EpochMetrics;
 use super::{Example, ExampleInput, Observer, TrainError, TrainResult};
+use crate::backbones::Modality;
 use crate::backbones::image::{DEFAULT_MAX_PIXELS, decode};
+use crate::store::jobs::Stage;
+
+/// What the baseline is, as the report says it.
+pub fn method(modality: Modality) -> &'static str {
+    match modality {
+        Modality::Text => {
+            "logistic regression (the same head) on TF-IDF of words and word pairs: no pre-trained knowledge"
+        }
+        Modality::Image => "the same head on raw 16x16 RGB pixels: no pre-trained knowledge",
+    }
+}
 
 /// Most vocabulary entries kept (by document frequency) for TF-IDF.
 const MAX_VOCAB: usize = 4096;
@@ -136,10 +150,7 @@ pub fn fit_and_predict(
         BaselineData::Text(docs) => tfidf(docs, train, &device)?,
         BaselineData::Pixels(p) => p.clone(),
     };
-    let pick = |idx: &[usize]| -> candle_core::Result<Tensor> {
-        let ids: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
-        all.index_select(&Tensor::from_vec(ids, idx.len(), &device)?, 0)
-    };
+    let pick = |idx: &[usize]| select_rows(&all, idx);
     let train_raw = pick(train)?;
     let std = Standardizer::fit(&train_raw)?;
     let train_x = std.apply(&train_raw)?;
@@ -172,10 +183,10 @@ struct Quiet<'a> {
 }
 
 impl Observer for Quiet<'_> {
-    fn recipe(&mut self, _: &serde_json::Value) {}
-    fn stage(&mut self, _: crate::store::jobs::Stage, _: &str) {}
+    fn recipe(&mut self, _: &Recipe) {}
+    fn stage(&mut self, _: Stage, _: &str) {}
     fn progress(&mut self, _: u32, _: u32, _: f64) {}
-    fn epoch(&mut self, _: crate::store::jobs::Stage, _: u32, _: u32, _: serde_json::Value) {}
+    fn epoch(&mut self, _: Stage, _: u32, _: u32, _: &EpochMetrics) {}
     fn log(&mut self, _: &str) {}
     fn cancelled(&self) -> bool {
         self.inner.cancelled()

@@ -2,8 +2,9 @@
 //! variants transfer better but cost more), and how many fine-tuning epochs fit the time
 //! budget once the frozen backbone's real speed on this machine has been measured.
 
-use super::defaults::Recipe;
-use super::hyper::Choice;
+use super::hyper::{Choice, DataProfile, Hyperparameters, ValidationSpec};
+use super::recipe::{BackboneChoice, Recipe, resolve};
+use crate::backbones::Modality;
 
 /// Target training time for automatic choices when the job sets no `time_budget_s`.
 pub const DEFAULT_BUDGET_S: f64 = 600.0;
@@ -38,6 +39,54 @@ pub fn estimate_s(
 ) -> f64 {
     let per_epoch = n_train as f64 * forward_s * FINETUNE_COST_FACTOR + n_valid as f64 * forward_s;
     n as f64 * forward_s + runs as f64 * epochs as f64 * per_epoch
+}
+
+/// The one place a job's backbone is decided: the one asked for, or for `"auto"` the text
+/// default, or the largest EfficientNet-Lite whose estimated time fits the budget.
+/// `default_id` is the catalogue's default for the modality; `installed` says whether a
+/// backbone's weights are present.
+pub struct BackboneQuery<'a> {
+    pub requested: &'a str,
+    pub default_id: &'a str,
+    pub data: &'a DataProfile,
+    pub hyperparameters: &'a Hyperparameters,
+    pub validation: Option<&'a ValidationSpec>,
+    pub time_budget_s: Option<u64>,
+}
+
+pub fn choose_backbone(q: &BackboneQuery, installed: impl Fn(&str) -> bool) -> BackboneChoice {
+    if q.requested != "auto" {
+        return BackboneChoice {
+            id: q.requested.to_string(),
+            reason: None,
+        };
+    }
+    let (id, reason) = match q.data.modality {
+        Modality::Text => (q.default_id.to_string(), "the text backbone".to_string()),
+        Modality::Image => {
+            let draft_choice = BackboneChoice {
+                id: q.default_id.to_string(),
+                reason: None,
+            };
+            let draft = resolve(q.hyperparameters, q.validation, &draft_choice, 0, q.data);
+            let runs = match draft.validation {
+                ValidationSpec::Kfold { folds } => folds + 1,
+                ValidationSpec::Holdout { .. } => 1,
+            };
+            let budget_s = q.time_budget_s.map_or(DEFAULT_BUDGET_S, |s| s as f64);
+            choose_image_backbone(
+                q.data.num_examples,
+                budget_s,
+                draft.finetune_epochs,
+                runs,
+                installed,
+            )
+        }
+    };
+    BackboneChoice {
+        id,
+        reason: Some(reason),
+    }
 }
 
 /// The largest installed Lite variant whose estimated job time fits the budget.

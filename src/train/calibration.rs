@@ -3,7 +3,7 @@
 //! figure is cross-fitted — the temperature is fitted on one half of the held-out logits and
 //! measured on the other, both ways — so it is not graded on its own training data.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::metrics::{expected_calibration_error, softmax_rows};
 
@@ -11,7 +11,7 @@ use super::metrics::{expected_calibration_error, softmax_rows};
 const MIN_EXAMPLES: usize = 10;
 const ECE_BINS: usize = 15;
 
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Calibration {
     pub temperature: f64,
     pub ece_before: f64,

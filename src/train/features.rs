@@ -48,6 +48,12 @@ pub fn extract(
     Ok(Tensor::stack(&rows, 0)?)
 }
 
+/// Rows `idx` of `x`, in that order.
+pub fn select_rows(x: &Tensor, idx: &[usize]) -> candle_core::Result<Tensor> {
+    let ids: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
+    x.index_select(&Tensor::from_vec(ids, idx.len(), x.device())?, 0)
+}
+
 /// Per-feature mean and standard deviation over the given rows (the head is sensitive to
 /// feature scale, so cached features are standardised with training statistics).
 pub struct Standardizer {

@@ -8,15 +8,15 @@ use candle_core::{Device, Tensor, Var};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use serde_json::json;
 
-use super::defaults::Recipe;
 use super::features::Standardizer;
-use super::head::{Head, balanced_class_weights, cross_entropy, soft_targets};
-use super::head_train::{Evaluation, evaluate_logits};
+use super::head::{Head, balanced_class_weights};
+use super::head_train::evaluate_logits;
 use super::hyper::{ClassWeights, Unfreeze};
 use super::inputs::{BatchOptions, make_batch};
-use super::optim::{GroupedAdamW, ParamGroup, l1_penalty, warmup_cosine};
+use super::optim::{GroupedAdamW, ParamGroup};
+use super::recipe::Recipe;
+use super::training_loop::{EarlyStopping, EpochStats, Evaluation, FitTag, LossSpec, Stepper};
 use super::{Example, Observer, TrainError, TrainResult, check_cancel};
 use crate::backbones::image::Augment;
 use crate::backbones::registry::LoadedBackbone;
@@ -86,29 +86,65 @@ pub fn predict_logits(
     Ok(out)
 }
 
-/// How long one fine-tuning run goes.
-pub struct FinetunePlan {
+/// One fine-tuning run: what it trains, on what, and for how long.
+pub struct FinetuneRun<'a> {
+    pub backbone: &'a LoadedBackbone,
+    pub head: &'a Head,
+    pub standardizer: &'a Standardizer,
+    pub train: &'a [&'a Example],
+    /// May be empty (the final fit on all data): then the final weights are kept.
+    pub valid: &'a [&'a Example],
+    /// The head-only model's validation result: fine-tuning must beat it to count.
+    pub start: Option<&'a Evaluation>,
+    pub recipe: &'a Recipe,
     pub epochs: u32,
     /// Stop (keeping the best checkpoint so far) once this instant passes.
     pub deadline: Option<Instant>,
     /// Added to every epoch event (e.g. the fold number).
-    pub tags: serde_json::Map<String, serde_json::Value>,
+    pub tag: FitTag,
+    pub device: &'a Device,
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn finetune(
-    bb: &LoadedBackbone,
-    head: &Head,
-    standardizer: &Standardizer,
-    train: &[&Example],
-    valid: &[&Example],
-    start: Option<&Evaluation>,
-    recipe: &Recipe,
-    plan: &FinetunePlan,
-    device: &Device,
-    obs: &mut dyn Observer,
-) -> TrainResult<FinetuneResult> {
-    let classes = head.num_classes();
+/// Backbone and head weights at one point of fine-tuning.
+struct Checkpoint {
+    backbone: Vec<Tensor>,
+    head: Vec<Tensor>,
+}
+
+impl FinetuneRun<'_> {
+    fn optimiser(&self, backbone_vars: &[(String, Var)]) -> candle_core::Result<GroupedAdamW> {
+        let r = self.recipe;
+        GroupedAdamW::new(vec![
+            ParamGroup {
+                vars: backbone_vars.iter().map(|(_, v)| v.clone()).collect(),
+                lr: r.backbone_lr,
+                weight_decay: r.weight_decay,
+            },
+            ParamGroup {
+                vars: self.head.vars(),
+                lr: r.finetune_head_lr,
+                weight_decay: r.weight_decay,
+            },
+        ])
+    }
+
+    fn checkpoint(&self, backbone_vars: &[(String, Var)]) -> candle_core::Result<Checkpoint> {
+        Ok(Checkpoint {
+            backbone: backbone_vars
+                .iter()
+                .map(|(_, v)| v.as_tensor().copy())
+                .collect::<candle_core::Result<Vec<_>>>()?,
+            head: self.head.snapshot()?,
+        })
+    }
+
+    fn out_of_time(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+}
+
+pub fn finetune(run: &FinetuneRun, obs: &mut dyn Observer) -> TrainResult<FinetuneResult> {
+    let (bb, head, recipe, device) = (run.backbone, run.head, run.recipe, run.device);
     let backbone_vars = trainable_vars(bb, recipe.unfreeze);
     if backbone_vars.is_empty() {
         return Err(TrainError::Data(
@@ -116,32 +152,24 @@ pub fn finetune(
                 .into(),
         ));
     }
-    let mut opt = GroupedAdamW::new(vec![
-        ParamGroup {
-            vars: backbone_vars.iter().map(|(_, v)| v.clone()).collect(),
-            lr: recipe.backbone_lr,
-            weight_decay: recipe.weight_decay,
-        },
-        ParamGroup {
-            vars: head.vars(),
-            lr: recipe.finetune_head_lr,
-            weight_decay: recipe.weight_decay,
-        },
-    ])?;
     let class_weights = match recipe.class_weights {
         ClassWeights::Balanced => Some(balanced_class_weights(
-            &train.iter().map(|e| e.label).collect::<Vec<_>>(),
-            classes,
+            &run.train.iter().map(|e| e.label).collect::<Vec<_>>(),
+            head.num_classes(),
         )),
         ClassWeights::None => None,
     };
-    let batch_size = recipe.batch_size.clamp(1, train.len().max(1));
-    let steps_per_epoch = train.len().div_ceil(batch_size);
-    let epochs = plan.epochs;
-    let total = steps_per_epoch * epochs as usize;
-    let warmup = (total / 10).max(1);
-    let valid_y: Vec<usize> = valid.iter().map(|e| e.label).collect();
-
+    let loss = LossSpec {
+        classes: head.num_classes(),
+        label_smoothing: recipe.label_smoothing as f32,
+        class_weights: class_weights.as_deref(),
+        l1: recipe.l1,
+        l1_vars: head.weight_vars(),
+    };
+    let batch_size = recipe.batch_size.clamp(1, run.train.len().max(1));
+    let total = run.train.len().div_ceil(batch_size) * run.epochs as usize;
+    let mut stepper = Stepper::new(run.optimiser(&backbone_vars)?, total, (total / 10).max(1));
+    let valid_y: Vec<usize> = run.valid.iter().map(|e| e.label).collect();
     let mut rng = StdRng::seed_from_u64(recipe.seed ^ 0xF17E);
     let mut aug_rng = StdRng::seed_from_u64(recipe.seed ^ 0xA06);
     let augment = augmentation(recipe);
@@ -149,88 +177,50 @@ pub fn finetune(
         max_length: recipe.max_length,
         augment: augment.as_ref(),
     };
-    let mut order: Vec<usize> = (0..train.len()).collect();
-    let mut best_loss = start.map(|e| e.loss);
-    let mut best: Option<(Evaluation, Vec<Tensor>, Vec<Tensor>, u32)> = None;
-    let mut since_best = 0;
-    let mut step = 0usize;
+    let mut order: Vec<usize> = (0..run.train.len()).collect();
+    let mut stopping =
+        EarlyStopping::new(recipe.early_stopping_patience, run.start.map(|e| e.loss));
     let mut epochs_run = 0;
 
-    for epoch in 1..=epochs {
+    for epoch in 1..=run.epochs {
         order.shuffle(&mut rng);
-        let mut loss_sum = 0.0f64;
-        let mut correct = 0usize;
+        let mut stats = EpochStats::default();
         let mut out_of_time = false;
-        let mut seen = 0usize;
         for chunk in order.chunks(batch_size) {
             check_cancel(obs)?;
-            if plan.deadline.is_some_and(|d| Instant::now() >= d) {
+            if run.out_of_time() {
                 out_of_time = true;
                 break;
             }
-            let examples: Vec<&Example> = chunk.iter().map(|&i| train[i]).collect();
+            let examples: Vec<&Example> = chunk.iter().map(|&i| run.train[i]).collect();
             let labels: Vec<usize> = examples.iter().map(|e| e.label).collect();
             let batch = make_batch(bb, &examples, &opts, Some(&mut aug_rng), device)?;
             let feats = bb.net.forward(&batch, true)?;
-            let logits = head.forward(&standardizer.apply(&feats)?, true)?;
-            let targets = soft_targets(
-                &labels,
-                classes,
-                recipe.label_smoothing as f32,
-                class_weights.as_deref(),
-                device,
-            )?;
-            let mut loss = cross_entropy(&logits, &targets)?;
-            if let Some(p) = l1_penalty(&head.weight_vars(), recipe.l1)? {
-                loss = (loss + p)?;
-            }
-            opt.set_lr_factor(warmup_cosine(step, total, warmup));
-            opt.step(&loss.backward()?)?;
-            step += 1;
-            loss_sum += loss.to_scalar::<f32>()? as f64 * chunk.len() as f64;
-            seen += chunk.len();
-            let preds = logits.argmax(1)?.to_vec1::<u32>()?;
-            correct += preds
-                .iter()
-                .zip(&labels)
-                .filter(|(p, l)| **p as usize == **l)
-                .count();
-            obs.progress(epoch, epochs, step as f64 / total as f64);
+            let logits = head.forward(&run.standardizer.apply(&feats)?, true)?;
+            stepper.train_on(&logits, &labels, &loss, &mut stats, device)?;
+            obs.progress(epoch, run.epochs, stepper.fraction());
         }
-        if seen == 0 {
+        if stats.seen == 0 {
             obs.log("fine-tuning: time budget reached; keeping the best checkpoint so far");
             break;
         }
         epochs_run = epoch;
-        let mut metrics = json!({
-            "train_loss": loss_sum / seen as f64,
-            "train_accuracy": correct as f64 / seen as f64,
-            "lr_backbone": recipe.backbone_lr * warmup_cosine(step.saturating_sub(1), total, warmup),
-        });
-        let mut stop = false;
-        if !valid.is_empty() {
-            let logits = predict_logits(bb, head, standardizer, valid, recipe, device)?;
-            let eval = evaluate_logits(&logits, &valid_y);
-            metrics["val_loss"] = json!(eval.loss);
-            metrics["val_accuracy"] = json!(eval.accuracy);
-            if best_loss.is_none_or(|b| eval.loss < b - 1e-6) {
-                best_loss = Some(eval.loss);
-                let bb_snap = backbone_vars
-                    .iter()
-                    .map(|(_, v)| v.as_tensor().copy())
-                    .collect::<candle_core::Result<Vec<_>>>()?;
-                best = Some((eval, bb_snap, head.snapshot()?, epoch));
-                since_best = 0;
-            } else {
-                since_best += 1;
-                stop = recipe.early_stopping_patience > 0
-                    && since_best >= recipe.early_stopping_patience;
-            }
-        }
-        for (k, v) in &plan.tags {
-            metrics[k] = v.clone();
-        }
-        obs.epoch(Stage::Finetuning, epoch, epochs, metrics);
+        let eval = if run.valid.is_empty() {
+            None
+        } else {
+            let logits = predict_logits(bb, head, run.standardizer, run.valid, recipe, device)?;
+            Some(evaluate_logits(&logits, &valid_y))
+        };
+        let stop = match eval {
+            Some(e) => stopping.check(e, epoch, || run.checkpoint(&backbone_vars))?,
+            None => false,
+        };
+        let mut metrics = stats
+            .metrics()
+            .with_validation(eval.as_ref())
+            .tagged(run.tag);
+        metrics.lr_backbone = Some(recipe.backbone_lr * stepper.last_factor());
+        obs.epoch(Stage::Finetuning, epoch, run.epochs, &metrics);
         if out_of_time {
             obs.log("fine-tuning: time budget reached; keeping the best checkpoint so far");
             break;
@@ -243,7 +233,7 @@ pub fn finetune(
             break;
         }
     }
-    if valid.is_empty() {
+    if run.valid.is_empty() {
         // Nothing to select on: keep the final weights.
         return Ok(FinetuneResult {
             best: None,
@@ -251,15 +241,15 @@ pub fn finetune(
             epochs_run,
         });
     }
-    Ok(match best {
-        Some((eval, bb_snap, head_snap, epoch)) => {
-            for ((_, v), t) in backbone_vars.iter().zip(&bb_snap) {
+    Ok(match stopping.into_best() {
+        Some(best) => {
+            for ((_, v), t) in backbone_vars.iter().zip(&best.checkpoint.backbone) {
                 v.set(t)?;
             }
-            head.restore(&head_snap)?;
+            head.restore(&best.checkpoint.head)?;
             FinetuneResult {
-                best: Some(eval),
-                best_epoch: epoch,
+                best: Some(best.eval),
+                best_epoch: best.epoch,
                 epochs_run,
             }
         }

@@ -6,6 +6,8 @@ use candle_core::{DType, Device, Result, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::artifact::tensor_names::{HEAD_BIAS, HEAD_HIDDEN_BIAS, HEAD_HIDDEN_WEIGHT, HEAD_WEIGHT};
+
 /// A trainable head. Its weights are `Var`s; `named_tensors` saves them.
 pub struct Head {
     hidden: Option<(Var, Var)>,
@@ -60,14 +62,14 @@ impl Head {
         let need = |name: &str| {
             get(name).ok_or_else(|| candle_core::Error::Msg(format!("missing tensor {name}")))
         };
-        let hidden = match (get("head.hidden.weight"), get("head.hidden.bias")) {
+        let hidden = match (get(HEAD_HIDDEN_WEIGHT), get(HEAD_HIDDEN_BIAS)) {
             (Some(w), Some(b)) => Some((Var::from_tensor(&w)?, Var::from_tensor(&b)?)),
             _ => None,
         };
         Ok(Head {
             hidden,
-            weight: Var::from_tensor(&need("head.weight")?)?,
-            bias: Var::from_tensor(&need("head.bias")?)?,
+            weight: Var::from_tensor(&need(HEAD_WEIGHT)?)?,
+            bias: Var::from_tensor(&need(HEAD_BIAS)?)?,
             dropout,
             rng: std::sync::Mutex::new(StdRng::seed_from_u64(0)),
         })
@@ -99,12 +101,12 @@ impl Head {
 
     pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
         let mut out = vec![
-            ("head.weight".to_string(), self.weight.as_tensor().clone()),
-            ("head.bias".to_string(), self.bias.as_tensor().clone()),
+            (HEAD_WEIGHT.to_string(), self.weight.as_tensor().clone()),
+            (HEAD_BIAS.to_string(), self.bias.as_tensor().clone()),
         ];
         if let Some((w, b)) = &self.hidden {
-            out.push(("head.hidden.weight".into(), w.as_tensor().clone()));
-            out.push(("head.hidden.bias".into(), b.as_tensor().clone()));
+            out.push((HEAD_HIDDEN_WEIGHT.into(), w.as_tensor().clone()));
+            out.push((HEAD_HIDDEN_BIAS.into(), b.as_tensor().clone()));
         }
         out
     }

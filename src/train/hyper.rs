@@ -206,6 +206,30 @@ pub struct DataProfile {
 }
 
 impl DataProfile {
+    /// The profile of examples of `classes` classes, given each example's class.
+    pub fn of_labels(
+        modality: Modality,
+        classes: usize,
+        labels: impl Iterator<Item = usize>,
+    ) -> Self {
+        let mut counts = vec![0usize; classes];
+        for l in labels {
+            counts[l] += 1;
+        }
+        Self::of_counts(modality, &counts)
+    }
+
+    /// The profile of a dataset with these examples per class.
+    pub fn of_counts(modality: Modality, counts: &[usize]) -> Self {
+        DataProfile {
+            modality,
+            num_examples: counts.iter().sum(),
+            num_classes: counts.len(),
+            smallest_class: counts.iter().copied().min().unwrap_or(0),
+            largest_class: counts.iter().copied().max().unwrap_or(0),
+        }
+    }
+
     pub fn per_class(&self) -> f64 {
         self.num_examples as f64 / self.num_classes.max(1) as f64
     }

@@ -10,7 +10,9 @@ pub mod artifact;
 pub mod baseline;
 pub mod budget;
 pub mod calibration;
-pub mod defaults;
+pub mod crossfit;
+pub mod engine;
+pub mod evaluate;
 pub mod features;
 pub mod finetune;
 pub mod fit;
@@ -21,7 +23,10 @@ pub mod inputs;
 pub mod metrics;
 pub mod optim;
 pub mod recipe;
+pub mod report;
+pub mod select;
 pub mod suspects;
+pub mod training_loop;
 
 use std::path::PathBuf;
 
@@ -29,8 +34,11 @@ use crate::backbones::{BackboneError, Modality};
 use crate::store::jobs::Stage;
 
 pub use artifact::ModelArtifact;
+pub use engine::{Engine, TrainOutcome};
 pub use hyper::{Hyperparameters, ValidationSpec};
-pub use recipe::{Engine, TrainOutcome};
+pub use recipe::{BackboneChoice, Recipe};
+pub use report::Report;
+pub use training_loop::EpochMetrics;
 
 /// One labelled example, its label as an index into the label list.
 #[derive(Debug, Clone)]
@@ -54,8 +62,8 @@ pub struct TrainRequest {
     pub modality: Modality,
     pub labels: Vec<String>,
     pub examples: Vec<Example>,
-    /// `"auto"` or a backbone id.
-    pub backbone: String,
+    /// Chosen when the job was submitted.
+    pub backbone: BackboneChoice,
     pub hyperparameters: Hyperparameters,
     pub validation: Option<ValidationSpec>,
     pub seed: u64,
@@ -66,12 +74,12 @@ pub struct TrainRequest {
 /// How a running job tells the world what it is doing. Implemented by the job queue.
 pub trait Observer {
     /// The resolved recipe, once chosen (recorded on the job).
-    fn recipe(&mut self, recipe: &serde_json::Value);
+    fn recipe(&mut self, recipe: &Recipe);
     fn stage(&mut self, stage: Stage, message: &str);
     /// Progress inside the current stage.
     fn progress(&mut self, epoch: u32, epochs: u32, fraction: f64);
     /// End of an epoch (or of a round of head training) with its metrics.
-    fn epoch(&mut self, stage: Stage, epoch: u32, epochs: u32, metrics: serde_json::Value);
+    fn epoch(&mut self, stage: Stage, epoch: u32, epochs: u32, metrics: &EpochMetrics);
     fn log(&mut self, message: &str);
     /// Polled between steps; a `true` stops the run with [`TrainError::Cancelled`].
     fn cancelled(&self) -> bool;

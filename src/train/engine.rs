@@ -1,0 +1,218 @@
+//! One training run from start to finish, as the recipe's steps: prepare the data (resolve
+//! the recipe, split, extract features once), cross-fit the candidates (head-only,
+//! fine-tuned, and the no-transfer baseline) on the holdout split or each fold, select,
+//! fit the final model, evaluate (metrics, baseline, calibration, suspects), package.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::artifact::{FORMAT_VERSION, ModelArtifact, ModelConfig, tensor_names};
+use super::baseline;
+use super::budget;
+use super::crossfit::{cross_fit, final_fit};
+use super::evaluate::evaluate_run;
+use super::features::extract;
+use super::fit::{Prepared, SplitFit};
+use super::hyper::{DataProfile, ValidationSpec};
+use super::recipe::{Recipe, resolve};
+use super::report::{Candidate, Report};
+use super::select::select;
+use super::suspects::Suspect;
+use super::{Observer, TrainError, TrainRequest, TrainResult, check_cancel};
+use crate::backbones::Modality;
+use crate::backbones::registry::Registry;
+use crate::datasets::split::{self, Split};
+use crate::store::jobs::Stage;
+
+/// Runs training jobs against the installed backbones.
+pub struct Engine {
+    pub registry: Arc<Registry>,
+}
+
+/// What a successful run produced.
+pub struct TrainOutcome {
+    pub recipe: Recipe,
+    /// The model's metrics and how it was chosen (shown on the model and the job).
+    pub report: Report,
+    pub artifact: ModelArtifact,
+}
+
+impl Engine {
+    pub fn train(&self, req: &TrainRequest, obs: &mut dyn Observer) -> TrainResult<TrainOutcome> {
+        let run = self.prepare(req, obs)?;
+        let mut crossfit = cross_fit(&run, obs)?;
+        let evidence = crossfit.evidence(run.recipe.finetune_epochs);
+        let selection = select(&crossfit.held, &evidence, &req.labels);
+        obs.log(&format!(
+            "selected {}: {}",
+            selection.chosen.describe(),
+            selection.reason
+        ));
+        let (model, final_info) = final_fit(&run, &mut crossfit, &selection, obs)?;
+        check_cancel(obs)?;
+        obs.stage(
+            Stage::Evaluating,
+            "measuring the chosen model on held-out data",
+        );
+        let (report, suspects) = evaluate_run(&run, &crossfit, &selection, final_info);
+        let artifact = package(&run, model, &report, suspects)?;
+        Ok(TrainOutcome {
+            recipe: run.recipe,
+            report,
+            artifact,
+        })
+    }
+
+    /// Phase 1: resolve the recipe, load the frozen backbone, extract every example's
+    /// features once, split the data.
+    fn prepare<'a>(
+        &'a self,
+        req: &'a TrainRequest,
+        obs: &mut dyn Observer,
+    ) -> TrainResult<Prepared<'a>> {
+        let started = Instant::now();
+        obs.stage(
+            Stage::Preparing,
+            "resolving the recipe and splitting the data",
+        );
+        let data = DataProfile::of_labels(
+            req.modality,
+            req.labels.len(),
+            req.examples.iter().map(|e| e.label),
+        );
+        if data.num_classes < 2 || data.smallest_class == 0 {
+            return Err(TrainError::Data(
+                "every label needs at least one example and there must be 2 labels or more".into(),
+            ));
+        }
+        let mut recipe = resolve(
+            &req.hyperparameters,
+            req.validation.as_ref(),
+            &req.backbone,
+            req.seed,
+            &data,
+        );
+        obs.recipe(&recipe);
+        let frozen = self.registry.frozen(&recipe.backbone)?;
+        if frozen.modality != req.modality {
+            return Err(TrainError::Data(format!(
+                "backbone {} is for {} data, the dataset is {}",
+                recipe.backbone,
+                frozen.modality.as_str(),
+                req.modality.as_str()
+            )));
+        }
+        let device = self.registry.device().clone();
+        obs.stage(
+            Stage::ExtractingFeatures,
+            "running the frozen backbone once per example",
+        );
+        let extract_started = Instant::now();
+        let features = extract(&frozen, &req.examples, recipe.max_length, &device, obs)?;
+        let forward_s = extract_started.elapsed().as_secs_f64() / req.examples.len() as f64;
+        cap_finetuning_to_budget(req, &data, &mut recipe, forward_s, started, obs);
+        let labels: Vec<usize> = req.examples.iter().map(|e| e.label).collect();
+        let splits = make_splits(&recipe, &labels, data.num_classes);
+        Ok(Prepared {
+            baseline: baseline::prepare(&req.examples, &device)?,
+            deadline: req.time_budget_s.map(|s| started + Duration::from_secs(s)),
+            req,
+            recipe,
+            data,
+            registry: &self.registry,
+            frozen,
+            features,
+            labels,
+            splits,
+            device,
+            started,
+        })
+    }
+}
+
+fn make_splits(recipe: &Recipe, labels: &[usize], classes: usize) -> Vec<Split> {
+    match recipe.validation {
+        ValidationSpec::Holdout { fraction } => {
+            vec![split::holdout(labels, classes, fraction, recipe.seed)]
+        }
+        ValidationSpec::Kfold { folds } => split::kfold(labels, classes, folds, recipe.seed),
+    }
+}
+
+/// Lowers the fine-tuning epochs when they would not fit the time budget.
+fn cap_finetuning_to_budget(
+    req: &TrainRequest,
+    data: &DataProfile,
+    recipe: &mut Recipe,
+    forward_s: f64,
+    started: Instant,
+    obs: &mut dyn Observer,
+) {
+    let budget_s = req
+        .time_budget_s
+        .map_or(budget::DEFAULT_BUDGET_S, |s| s as f64);
+    let (runs, n_valid) = match recipe.validation {
+        ValidationSpec::Kfold { folds } => (folds + 1, data.num_examples / folds),
+        ValidationSpec::Holdout { fraction } => (1, (data.num_examples as f64 * fraction) as usize),
+    };
+    let remaining = budget_s - started.elapsed().as_secs_f64();
+    let user_set = req.hyperparameters.finetune_epochs.is_some();
+    if let Some(choice) = budget::fit_epochs_to_budget(
+        recipe,
+        forward_s,
+        runs,
+        data.num_examples - n_valid,
+        n_valid,
+        remaining,
+        user_set,
+    ) {
+        obs.log(&format!(
+            "finetune_epochs = {}: {}",
+            choice.value, choice.reason
+        ));
+        recipe.choices.retain(|c| c.parameter != choice.parameter);
+        recipe.choices.push(choice);
+        obs.recipe(recipe);
+    }
+}
+
+/// Last phase: the model's files — head, feature standardisation, the fine-tuned
+/// backbone's own weights when that candidate was kept, and the suspects.
+fn package(
+    run: &Prepared,
+    model: SplitFit,
+    report: &Report,
+    suspects: Vec<Suspect>,
+) -> TrainResult<ModelArtifact> {
+    let mut tensors = model.head.named_tensors();
+    tensors.push((
+        tensor_names::FEATURES_MEAN.into(),
+        model.standardizer.mean.clone(),
+    ));
+    tensors.push((
+        tensor_names::FEATURES_STD.into(),
+        model.standardizer.std.clone(),
+    ));
+    let backbone = match (&model.finetuned, report.selected) {
+        (Some(ft), Candidate::Finetuned) => Some(ft.backbone.net.export_weights()?),
+        _ => None,
+    };
+    let (req, recipe) = (run.req, &run.recipe);
+    Ok(ModelArtifact {
+        config: ModelConfig {
+            format_version: FORMAT_VERSION,
+            backbone: recipe.backbone.clone(),
+            modality: req.modality,
+            labels: req.labels.clone(),
+            max_length: (req.modality == Modality::Text).then_some(recipe.max_length),
+            resolution: run.frozen.prep.resolution(),
+            hidden_units: recipe.hidden_units,
+            dropout: recipe.dropout,
+            temperature: report.calibration.temperature,
+            finetuned_backbone: backbone.is_some(),
+        },
+        tensors,
+        backbone,
+        suspects,
+    })
+}

@@ -1,6 +1,8 @@
 //! Time-aware choices of the automatic recipe: which image backbone (the larger Lite
 //! variants transfer better but cost more), and how many fine-tuning epochs fit the time
-//! budget once the frozen backbone's real speed on this machine has been measured.
+//! budget. Costs are estimated from the model and the data (its size, its token counts)
+//! and the machine's core count — never from a timing taken during the job, so the same
+//! data, seed and settings give the same model whatever the machine's load.
 
 use super::hyper::{Choice, DataProfile, Hyperparameters, ValidationSpec};
 use super::recipe::{BackboneChoice, Recipe, resolve};
@@ -20,6 +22,20 @@ const IMAGE_FORWARD_S: [(&str, f64); 3] = [
     ("efficientnet-lite1", 0.13),
     ("efficientnet-lite0", 0.085),
 ];
+
+/// Frozen MiniLM forward seconds per token on one core (about 0.8 ms per token on 2
+/// shared cores, measured on 256-token news posts).
+const TEXT_FORWARD_S_PER_TOKEN: f64 = 1.6e-3;
+
+/// Estimated frozen forward seconds per example on this machine: by the image variant's
+/// cost, or for text by the mean token count of the examples.
+pub fn forward_s(backbone: &str, mean_tokens: f64) -> f64 {
+    let per_core = IMAGE_FORWARD_S
+        .iter()
+        .find(|(id, _)| *id == backbone)
+        .map_or(TEXT_FORWARD_S_PER_TOKEN * mean_tokens.max(1.0), |(_, s)| *s);
+    per_core / cores()
+}
 
 fn cores() -> f64 {
     std::thread::available_parallelism()
@@ -97,12 +113,11 @@ pub fn choose_image_backbone(
     runs: usize,
     installed: impl Fn(&str) -> bool,
 ) -> (String, String) {
-    let speedup = (cores() / 2.0).max(0.5);
-    for (id, per_core) in IMAGE_FORWARD_S {
+    for (id, _) in IMAGE_FORWARD_S {
         if !installed(id) {
             continue;
         }
-        let forward = per_core / 2.0 / speedup;
+        let forward = forward_s(id, 0.0);
         let est = estimate_s(forward, n, runs, epochs, n * 4 / 5, n / 5);
         if est <= budget_s || id == "efficientnet-lite0" {
             return (
@@ -119,8 +134,8 @@ pub fn choose_image_backbone(
     )
 }
 
-/// Caps the fine-tuning epochs to what fits the remaining budget, given the measured
-/// frozen-forward seconds per example. Returns a choice to record when it changed anything.
+/// Caps the fine-tuning epochs to what fits the remaining budget, given the estimated
+/// frozen-forward seconds per example ([`forward_s`]). Returns a choice to record when it changed anything.
 pub fn fit_epochs_to_budget(
     recipe: &mut Recipe,
     forward_s: f64,

@@ -14,6 +14,7 @@ use super::evaluate::evaluate_run;
 use super::features::extract;
 use super::fit::{Prepared, SplitFit};
 use super::hyper::{DataProfile, ValidationSpec};
+use super::inputs::cost;
 use super::recipe::{Recipe, resolve};
 use super::report::{Candidate, Report};
 use super::select::select;
@@ -107,10 +108,15 @@ impl Engine {
             Stage::ExtractingFeatures,
             "running the frozen backbone once per example",
         );
-        let extract_started = Instant::now();
         let features = extract(&frozen, &req.examples, recipe.max_length, &device, obs)?;
-        let forward_s = extract_started.elapsed().as_secs_f64() / req.examples.len() as f64;
-        cap_finetuning_to_budget(req, &data, &mut recipe, forward_s, started, obs);
+        let mean_tokens = req
+            .examples
+            .iter()
+            .map(|e| cost(&frozen, e).min(recipe.max_length) as f64)
+            .sum::<f64>()
+            / req.examples.len().max(1) as f64;
+        let forward_s = budget::forward_s(&recipe.backbone, mean_tokens);
+        cap_finetuning_to_budget(req, &data, &mut recipe, forward_s, obs);
         let labels: Vec<usize> = req.examples.iter().map(|e| e.label).collect();
         let splits = make_splits(&recipe, &labels, data.num_classes);
         Ok(Prepared {
@@ -139,13 +145,13 @@ fn make_splits(recipe: &Recipe, labels: &[usize], classes: usize) -> Vec<Split> 
     }
 }
 
-/// Lowers the fine-tuning epochs when they would not fit the time budget.
+/// Lowers the fine-tuning epochs when they would not fit the time budget, by the
+/// estimated cost (the same on every run of the same data and settings).
 fn cap_finetuning_to_budget(
     req: &TrainRequest,
     data: &DataProfile,
     recipe: &mut Recipe,
     forward_s: f64,
-    started: Instant,
     obs: &mut dyn Observer,
 ) {
     let budget_s = req
@@ -155,7 +161,7 @@ fn cap_finetuning_to_budget(
         ValidationSpec::Kfold { folds } => (folds + 1, data.num_examples / folds),
         ValidationSpec::Holdout { fraction } => (1, (data.num_examples as f64 * fraction) as usize),
     };
-    let remaining = budget_s - started.elapsed().as_secs_f64();
+    let remaining = budget_s - data.num_examples as f64 * forward_s;
     let user_set = req.hyperparameters.finetune_epochs.is_some();
     if let Some(choice) = budget::fit_epochs_to_budget(
         recipe,

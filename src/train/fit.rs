@@ -11,10 +11,11 @@ use super::baseline::BaselineData;
 use super::features::{Standardizer, select_rows};
 use super::finetune::{FinetuneRun, finetune, predict_logits as ft_logits};
 use super::head::{Head, balanced_class_weights};
-use super::head_train::{HeadTrainConfig, predict_logits, train_head};
+use super::head_train::{HeadTrainConfig, evaluate_logits, predict_logits, train_head};
 use super::hyper::{ClassWeights, DataProfile};
-use super::recipe::Recipe;
-use super::training_loop::{Evaluation, FitTag};
+use super::logreg::{C_GRID, LinearModel, Problem};
+use super::recipe::{HeadSolver, Recipe};
+use super::training_loop::{EpochMetrics, Evaluation, FitTag};
 use super::{Example, Observer, TrainRequest, TrainResult, check_cancel};
 use crate::backbones::WeightsMode;
 use crate::backbones::registry::{LoadedBackbone, Registry};
@@ -135,27 +136,31 @@ impl Prepared<'_> {
             Stage::TrainingHead,
             "training the new head on cached features",
         );
-        let r = &self.recipe;
-        let head = Head::new(
-            self.features.dims()[1],
-            self.classes(),
-            r.hidden_units,
-            r.dropout as f32,
-            r.seed,
-            &self.device,
-        )?;
         let train_y: Vec<usize> = train.iter().map(|&i| self.labels[i]).collect();
         let valid_y: Vec<usize> = valid.iter().map(|&i| self.labels[i]).collect();
-        let cfg = self.head_config(train, plan.head_epochs, plan.tag);
         let pair = valid_x.as_ref().map(|x| (x, valid_y.as_slice()));
-        let head_result = train_head(&head, &train_x, &train_y, pair, &cfg, obs)?;
+        let (head, head_best_epoch) = match self.recipe.head_solver {
+            HeadSolver::LogisticCv => (
+                self.logistic_head(&train_x, &train_y, pair, plan.tag, obs)?,
+                0,
+            ),
+            HeadSolver::Sgd => {
+                let head = self.fresh_head()?;
+                let cfg = self.head_config(train, plan.head_epochs, plan.tag);
+                let result = train_head(&head, &train_x, &train_y, pair, &cfg, obs)?;
+                (head, result.best_epoch)
+            }
+        };
         let head_logits = match &valid_x {
             Some(x) => predict_logits(&head, x)?,
             None => Vec::new(),
         };
+        let head_eval = valid_x
+            .is_some()
+            .then(|| evaluate_logits(&head_logits, &valid_y));
         let mut fit = SplitFit {
-            head_eval: head_result.best,
-            head_best_epoch: head_result.best_epoch,
+            head_eval,
+            head_best_epoch,
             head_logits,
             finetuned: None,
             finetune_best_epoch: 0,
@@ -166,6 +171,87 @@ impl Prepared<'_> {
             self.finetune_fit(&mut fit, train, valid, plan, obs)?;
         }
         Ok(fit)
+    }
+
+    fn fresh_head(&self) -> candle_core::Result<Head> {
+        let r = &self.recipe;
+        Head::new(
+            self.features.dims()[1],
+            self.classes(),
+            r.hidden_units,
+            r.dropout as f32,
+            r.seed,
+            &self.device,
+        )
+    }
+
+    /// The logistic-regression head on standardised training features, its strength
+    /// chosen by cross-validation on those rows alone. Each strength of the grid is
+    /// reported as one round (training and, when there is one, validation metrics), so the
+    /// job's curves show the regularisation path.
+    fn logistic_head(
+        &self,
+        train_x: &Tensor,
+        train_y: &[usize],
+        valid: Option<(&Tensor, &[usize])>,
+        tag: FitTag,
+        obs: &mut dyn Observer,
+    ) -> TrainResult<Head> {
+        let d = train_x.dims()[1];
+        let x = train_x.flatten_all()?.to_vec1::<f32>()?;
+        let row_weights: Option<Vec<f32>> = match self.recipe.class_weights {
+            ClassWeights::Balanced => {
+                let w = balanced_class_weights(train_y, self.classes());
+                Some(train_y.iter().map(|&c| w[c]).collect())
+            }
+            ClassWeights::None => None,
+        };
+        let problem = Problem {
+            x: &x,
+            d,
+            y: train_y,
+            classes: self.classes(),
+            weights: row_weights.as_deref(),
+        };
+        check_cancel(obs)?;
+        let cv = problem.choose_c(self.recipe.seed);
+        let mut chosen = None;
+        let rounds = C_GRID.len() as u32;
+        for (i, (model, &c)) in problem.path().into_iter().zip(&C_GRID).enumerate() {
+            let head = self.linear_head(model)?;
+            let on_train = evaluate_logits(&predict_logits(&head, train_x)?, train_y);
+            let on_valid = match valid {
+                Some((vx, vy)) => Some(evaluate_logits(&predict_logits(&head, vx)?, vy)),
+                None => None,
+            };
+            let metrics = EpochMetrics {
+                train_loss: on_train.loss,
+                train_accuracy: on_train.accuracy,
+                head_c: Some(c),
+                ..EpochMetrics::default()
+            }
+            .with_validation(on_valid.as_ref())
+            .tagged(tag);
+            let round = i as u32 + 1;
+            obs.progress(round, rounds, round as f64 / rounds as f64);
+            obs.epoch(Stage::TrainingHead, round, rounds, &metrics);
+            if c == cv.c {
+                chosen = Some(head);
+            }
+        }
+        obs.log(&format!(
+            "head: logistic regression with C = {} (chosen by {}-fold cross-validation on {} training rows)",
+            cv.c,
+            cv.folds,
+            train_y.len()
+        ));
+        Ok(chosen.expect("the chosen C is on the grid"))
+    }
+
+    fn linear_head(&self, model: LinearModel) -> candle_core::Result<Head> {
+        let weight = Tensor::from_vec(model.weight, (model.classes, model.d), &self.device)?;
+        let bias = Tensor::from_vec(model.bias, model.classes, &self.device)?;
+        Head::from_linear(&weight, &bias, self.recipe.dropout as f32, self.recipe.seed)
     }
 
     /// Fine-tunes a fresh trainable copy of the backbone with the fitted head; keeps it in

@@ -75,6 +75,17 @@ impl Head {
         })
     }
 
+    /// A linear head (no hidden layer) with the given weights `[classes, dim]` and bias.
+    pub fn from_linear(weight: &Tensor, bias: &Tensor, dropout: f32, seed: u64) -> Result<Head> {
+        Ok(Head {
+            hidden: None,
+            weight: Var::from_tensor(weight)?,
+            bias: Var::from_tensor(bias)?,
+            dropout,
+            rng: std::sync::Mutex::new(StdRng::seed_from_u64(seed ^ 0xD120)),
+        })
+    }
+
     pub fn num_classes(&self) -> usize {
         self.bias.dims()[0]
     }

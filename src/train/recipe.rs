@@ -14,11 +14,24 @@ use crate::backbones::Modality;
 /// 8-16 examples per class a fixed epoch count would mean a handful of steps.
 const HEAD_TARGET_STEPS: usize = 300;
 
+/// How the head is trained on cached features.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadSolver {
+    /// Multinomial logistic regression fitted to convergence, its L2 strength chosen by
+    /// cross-validation on the training rows ([`super::logreg`]).
+    LogisticCv,
+    /// Mini-batch AdamW with dropout, label smoothing and early stopping: what the head
+    /// hyperparameters (`head_epochs`, `head_lr`, `dropout`, `hidden_units`, …) tune.
+    Sgd,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Recipe {
     pub backbone: String,
     pub validation: ValidationSpec,
     pub seed: u64,
+    pub head_solver: HeadSolver,
     pub head_epochs: u32,
     pub head_batch_size: usize,
     pub head_lr: f64,
@@ -99,6 +112,31 @@ pub struct BackboneChoice {
     pub reason: Option<String>,
 }
 
+/// The logistic head unless the request tunes the SGD head.
+fn head_solver(h: &Hyperparameters) -> (HeadSolver, String) {
+    let tuned = [
+        ("head_epochs", h.head_epochs.is_some()),
+        ("head_lr", h.head_lr.is_some()),
+        ("dropout", h.dropout.is_some()),
+        ("label_smoothing", h.label_smoothing.is_some()),
+        ("l1", h.l1.is_some_and(|v| v > 0.0)),
+        ("hidden_units", h.hidden_units.is_some_and(|v| v > 0)),
+    ];
+    match tuned.iter().find(|(_, set)| *set) {
+        Some((name, _)) => (
+            HeadSolver::Sgd,
+            format!("`{name}` was given: the head trains by mini-batch AdamW with early stopping"),
+        ),
+        None => (
+            HeadSolver::LogisticCv,
+            format!(
+                "logistic regression fitted to convergence, its L2 strength C chosen from {:?} by cross-validated log loss on the training rows: a tuned linear probe is the strongest head on few examples",
+                super::logreg::C_GRID
+            ),
+        ),
+    }
+}
+
 /// Resolves every hyperparameter for this data and the chosen backbone.
 pub fn resolve(
     h: &Hyperparameters,
@@ -131,6 +169,7 @@ pub fn resolve(
     };
     let n_train = ((n as f64 * train_fraction).round() as usize).max(1);
 
+    let head_solver = c.pick("head_solver", None, || head_solver(h));
     let head_batch_size = 32usize.min(n_train);
     let head_epochs = c.pick("head_epochs", c.given.head_epochs, || {
         let steps_per_epoch = n_train.div_ceil(head_batch_size);
@@ -250,6 +289,7 @@ pub fn resolve(
         backbone: backbone.id.clone(),
         validation,
         seed,
+        head_solver,
         head_epochs,
         head_batch_size,
         head_lr,

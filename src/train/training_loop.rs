@@ -42,6 +42,9 @@ pub struct EpochMetrics {
     pub val_loss: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub val_accuracy: Option<f64>,
+    /// The logistic head: the L2 strength cross-validation chose.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub head_c: Option<f64>,
     /// Head training reports rounds; this is the epoch the round ended on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub head_epoch: Option<u32>,

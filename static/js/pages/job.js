@@ -177,8 +177,8 @@ class JobView {
       }
     }
     const xLabel = bands.some((b) => b.segment)
-      ? 'round (per fold, then the final fit on all data: head rounds, then fine-tuning epochs)'
-      : 'round (head rounds, then fine-tuning epochs)';
+      ? 'round (per fold, then the final fit on all data: head rounds — the regularisation path, strong to weak — then fine-tuning epochs)'
+      : 'round (head rounds — the regularisation path, strong to weak — then fine-tuning epochs)';
     replace(this.slots.charts,
       lineChart({ title: 'Loss', bands, xLabel, series: [
         { name: 'training loss', cls: 's-train', points: points('train_loss') },
@@ -204,7 +204,8 @@ class JobView {
     if (e.kind === 'epoch') {
       const m = e.metrics || {};
       const segment = m.fold ? `fold ${m.fold}` : m.final ? 'final fit' : null;
-      const where = m.head_epoch ? `head epoch ${m.head_epoch}` : `fine-tuning epoch ${e.epoch}`;
+      const where = m.head_c !== undefined ? `head C = ${m.head_c}`
+        : m.head_epoch ? `head epoch ${m.head_epoch}` : `fine-tuning epoch ${e.epoch}`;
       this.epochs.push({ x: this.epochs.length + 1, stage: e.stage, segment, metrics: m, note: segment ? `${segment}, ${where}` : where });
       if (segment !== this.segment) {
         this.segment = segment;

@@ -3,13 +3,10 @@
 //! the HTTP layer only ever sees [`registry::BackboneInfo`].
 
 pub mod bert;
-pub mod depthwise;
 pub mod efficientnet;
-pub mod image;
-pub mod layers;
 pub mod registry;
-pub mod text;
-pub mod torch_legacy;
+
+pub use efficientnet::preprocess as image;
 
 use candle_core::{Tensor, Var};
 

@@ -13,9 +13,9 @@ use rand::rngs::StdRng;
 use serde::Serialize;
 
 use super::bert::Bert;
+use super::bert::text::TextEncoder;
+use super::efficientnet::preprocess::{self, Augment};
 use super::efficientnet::{EfficientNetConfig, EfficientNetLite, LiteVariant};
-use super::image::{self, Augment};
-use super::text::TextEncoder;
 use super::{Backbone, Batch, Modality, WeightsMode};
 
 /// What the API shows about a backbone.
@@ -185,7 +185,7 @@ impl Preprocessor {
             .iter()
             .map(|img| match augment.as_mut() {
                 Some((aug, rng)) => aug.apply(img, *resolution, *rng),
-                None => image::to_tensor(img, *resolution),
+                None => preprocess::to_tensor(img, *resolution),
             })
             .collect::<candle_core::Result<Vec<_>>>()
             .and_then(|v| Tensor::stack(&v, 0))

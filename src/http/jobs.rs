@@ -60,12 +60,12 @@ pub async fn create(
         .await?
         .ok_or_else(|| ApiError::not_found("dataset", &spec.dataset_id))?;
     let backbone = if spec.backbone == "auto" {
-        st.registry.default_for(dataset.modality).to_string()
+        st.catalog.default_for(dataset.modality).to_string()
     } else {
         spec.backbone.clone()
     };
-    let Some(info) = st.registry.info(&backbone) else {
-        let known: Vec<&str> = st.registry.list().iter().map(|b| b.id).collect();
+    let Some(info) = st.catalog.info(&backbone) else {
+        let known: Vec<&str> = st.catalog.list().iter().map(|b| b.id).collect();
         return Err(ApiError::unprocessable(
             "unknown_backbone",
             format!("unknown backbone {backbone:?}; use \"auto\" or one of {known:?}"),

@@ -18,7 +18,7 @@ use super::hyper::{ClassWeights, Unfreeze};
 use super::inputs::{BatchOptions, make_batch};
 use super::optim::{GroupedAdamW, ParamGroup, l1_penalty, warmup_cosine};
 use super::{Example, Observer, TrainError, TrainResult, check_cancel};
-use crate::backbones::image::Augment;
+use crate::backbones::efficientnet::Augment;
 use crate::backbones::registry::LoadedBackbone;
 use crate::store::jobs::Stage;
 

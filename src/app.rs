@@ -67,7 +67,8 @@ impl App {
         }
 
         let registry = Arc::new(Registry::new(&config.models_dir, Device::Cpu));
-        for b in registry.list() {
+        let catalog = Arc::new(registry.catalog().clone());
+        for b in catalog.list() {
             if !b.available {
                 tracing::warn!(
                     backbone = b.id,
@@ -115,7 +116,7 @@ impl App {
             db,
             artifacts,
             queue,
-            registry,
+            catalog,
             limits,
             predict_compute: Arc::new(Semaphore::new(compute)),
             counters: Arc::new(Counters::default()),

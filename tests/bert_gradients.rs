@@ -13,9 +13,9 @@ use std::time::Instant;
 use anyhow::{Context, Result, ensure};
 use candle_core::{D, DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use warmstart::backbones::bert::ops;
+use warmstart::backbones::bert::text::TextEncoder;
 use warmstart::backbones::bert::{Bert, write_tiny_bert};
-use warmstart::backbones::layers;
-use warmstart::backbones::text::TextEncoder;
 use warmstart::backbones::{Backbone, Batch, WeightsMode};
 
 const TEXTS: [&str; 4] = [
@@ -319,8 +319,8 @@ fn layers_forward_match_candle_fused_ops() -> Result<()> {
     let b = Tensor::randn(0f32, 0.3, 48, &dev)?;
     let fused = candle_nn::ops::layer_norm(&x, &w, &b, 1e-12)?;
     for (name, ours) in [
-        ("custom", layers::layer_norm(&x, &w, &b, 1e-12)?),
-        ("composed", layers::layer_norm_composed(&x, &w, &b, 1e-12)?),
+        ("custom", ops::layer_norm(&x, &w, &b, 1e-12)?),
+        ("composed", ops::layer_norm_composed(&x, &w, &b, 1e-12)?),
     ] {
         let d = max_diff(&ours, &fused)?;
         ensure!(d < 1e-5, "layer norm ({name}) differs from candle's by {d}");
@@ -328,13 +328,13 @@ fn layers_forward_match_candle_fused_ops() -> Result<()> {
     let s = (Tensor::randn(0f32, 4.0, (3, 5, 33), &dev)? - 100.0)?;
     let fused = candle_nn::ops::softmax_last_dim(&s)?;
     for (name, ours) in [
-        ("custom", layers::softmax_last_dim(&s)?),
-        ("composed", layers::softmax_last_dim_composed(&s)?),
+        ("custom", ops::softmax_last_dim(&s)?),
+        ("composed", ops::softmax_last_dim_composed(&s)?),
     ] {
         let d = max_diff(&ours, &fused)?;
         ensure!(d < 1e-5, "softmax ({name}) differs from candle's by {d}");
     }
-    let d = max_diff(&layers::gelu(&x)?, &x.gelu_erf()?)?;
+    let d = max_diff(&ops::gelu(&x)?, &x.gelu_erf()?)?;
     ensure!(d < 1e-5, "gelu differs from candle's gelu_erf by {d}");
     Ok(())
 }
@@ -387,25 +387,25 @@ fn layers_gradients_match_finite_differences() -> Result<()> {
     let x = Tensor::randn(0.5f64, 2.0, (3, 6), &dev)?;
     let w = Tensor::randn(1f64, 0.5, 6, &dev)?;
     let b = Tensor::randn(0f64, 0.5, 6, &dev)?;
-    let ln = |a: &[Tensor]| layers::layer_norm(&a[0], &a[1], &a[2], 1e-5);
+    let ln = |a: &[Tensor]| ops::layer_norm(&a[0], &a[1], &a[2], 1e-5);
     check_grads("layer_norm", &[x.clone(), w.clone(), b.clone()], &ln)?;
-    let lnc = |a: &[Tensor]| layers::layer_norm_composed(&a[0], &a[1], &a[2], 1e-5);
+    let lnc = |a: &[Tensor]| ops::layer_norm_composed(&a[0], &a[1], &a[2], 1e-5);
     check_grads("layer_norm_composed", &[x.clone(), w, b], &lnc)?;
     check_grads("softmax", std::slice::from_ref(&x), &|a| {
-        layers::softmax_last_dim(&a[0])
+        ops::softmax_last_dim(&a[0])
     })?;
     check_grads("softmax_composed", std::slice::from_ref(&x), &|a| {
-        layers::softmax_last_dim_composed(&a[0])
+        ops::softmax_last_dim_composed(&a[0])
     })?;
-    check_grads("gelu", std::slice::from_ref(&x), &|a| layers::gelu(&a[0]))?;
+    check_grads("gelu", std::slice::from_ref(&x), &|a| ops::gelu(&a[0]))?;
     // Inputs reached through a non-contiguous view still get the right gradient.
     check_grads("softmax(transposed)", std::slice::from_ref(&x), &|a| {
-        layers::softmax_last_dim(&a[0].t()?)
+        ops::softmax_last_dim(&a[0].t()?)
     })?;
     check_grads("layer_norm(transposed)", &[x], &|a| {
         let n = a[0].dim(D::Minus2)?;
         let ones = Tensor::ones(n, DType::F64, &Device::Cpu)?;
-        layers::layer_norm(&a[0].t()?, &ones, &ones.zeros_like()?, 1e-5)
+        ops::layer_norm(&a[0].t()?, &ones, &ones.zeros_like()?, 1e-5)
     })?;
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use warmstart::backbones::bert::Bert;
-use warmstart::backbones::text::TextEncoder;
+use warmstart::backbones::bert::text::TextEncoder;
 use warmstart::backbones::{Backbone, WeightsMode};
 
 /// The reference JSON, copied from `/work/shared/reference/minilm_reference.json` so that the

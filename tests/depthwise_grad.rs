@@ -3,7 +3,7 @@
 
 use candle_core::{Device, Tensor, Var};
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use warmstart::backbones::depthwise::{
+use warmstart::backbones::efficientnet::depthwise::{
     DepthwiseParams, depthwise_conv2d_nhwc, depthwise_conv2d_nhwc_candle, same_pad,
 };
 

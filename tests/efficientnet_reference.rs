@@ -5,6 +5,7 @@
 
 use candle_core::{Device, Tensor};
 use std::path::{Path, PathBuf};
+use warmstart::backbones::efficientnet::preprocess;
 use warmstart::backbones::efficientnet::{EfficientNetLite, Kernels, LiteVariant};
 use warmstart::backbones::{Backbone, Batch, WeightsMode, image};
 
@@ -170,7 +171,7 @@ fn lite0_classifies_natural_images_like_pytorch() -> anyhow::Result<()> {
     let mut pixels = Vec::new();
     for (name, _, _) in NATURAL {
         let img = image::decode(&std::fs::read(data.join(name))?, image::DEFAULT_MAX_PIXELS)?;
-        pixels.push(image::to_tensor(&img, 224)?);
+        pixels.push(preprocess::to_tensor(&img, 224)?);
     }
     let logits = model.forward_logits(&Tensor::stack(&pixels, 0)?)?;
     let probs = candle_nn::ops::softmax_last_dim(&logits)?.to_vec2::<f32>()?;
@@ -413,7 +414,7 @@ fn lite1_and_lite2_load_and_agree_with_lite0_on_natural_images() -> anyhow::Resu
         let mut pixels = Vec::new();
         for (name, _, _) in NATURAL {
             let img = image::decode(&std::fs::read(data.join(name))?, image::DEFAULT_MAX_PIXELS)?;
-            pixels.push(image::to_tensor(&img, res)?);
+            pixels.push(preprocess::to_tensor(&img, res)?);
         }
         let probs =
             candle_nn::ops::softmax_last_dim(&model.forward_logits(&Tensor::stack(&pixels, 0)?)?)?

@@ -5,7 +5,7 @@
 use candle_core::{DType, IndexOp, Tensor};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use warmstart::backbones::torch_legacy::{
+use warmstart::backbones::efficientnet::torch_legacy::{
     convert_to_safetensors, ensure_converted, parse_legacy, read_legacy_pth,
 };
 

@@ -1,8 +1,10 @@
 //! The text backbone: a BERT encoder (all-MiniLM-L6-v2) with sentence-transformers pooling
 //! (mean over real tokens, then L2-normalise), written so that it is differentiable end to
-//! end: every layer norm, softmax and GELU comes from [`super::layers`], whose ops carry
+//! end: every layer norm, softmax and GELU comes from [`ops`], whose ops carry
 //! gradients (candle's fused ones do not), so fine-tuning reaches every weight.
 
+pub mod ops;
+pub mod text;
 mod tiny;
 mod weights;
 
@@ -15,8 +17,8 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
-use super::layers::{self, LayerNorm};
 use super::{Backbone, Batch, WeightsMode};
+use ops::LayerNorm;
 pub use tiny::{write_tiny_bert, write_tiny_tokenizer};
 use weights::{Loader, WeightSource};
 
@@ -119,7 +121,7 @@ impl Activation {
 
     fn apply(self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Activation::Gelu => layers::gelu(x),
+            Activation::Gelu => ops::gelu(x),
             Activation::GeluTanh => x.gelu(),
             Activation::Relu => x.relu(),
         }
@@ -149,7 +151,7 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     fn dropout(&mut self, x: &Tensor, p: f64) -> Result<Tensor> {
         match self.rng.as_deref_mut() {
-            Some(rng) => layers::dropout(x, p, rng),
+            Some(rng) => ops::dropout(x, p, rng),
             None => Ok(x.clone()),
         }
     }
@@ -189,7 +191,7 @@ impl EncoderLayer {
         let k = heads(self.key.forward(x)?)?;
         let v = heads(self.value.forward(x)?)?;
         let scores = q.matmul(&k.t()?)?.broadcast_add(bias)?;
-        let probs = layers::softmax_last_dim(&scores)?;
+        let probs = ops::softmax_last_dim(&scores)?;
         let probs = ctx.dropout(&probs, ctx.attn_p)?;
         let context = probs
             .matmul(&v)?

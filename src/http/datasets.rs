@@ -87,7 +87,7 @@ pub async fn create(
             .and_then(|parsed| {
                 std::fs::create_dir_all(&staging).map_err(ApiError::internal)?;
                 stored::write_examples(&staging, &parsed.examples).map_err(ApiError::internal)?;
-                if parsed.modality == crate::backbones::Modality::Text {
+                if parsed.modality == crate::backbones::catalog::Modality::Text {
                     // Keep the original text file beside the parsed examples.
                     let source = staging.join(format!("source.{}", parsed.format));
                     std::fs::rename(&upload.path, source).map_err(ApiError::internal)?;

@@ -9,7 +9,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::backbones::registry::BackboneError;
+use crate::backbones::BackboneError;
 use crate::datasets::DatasetError;
 use crate::serve::ServeError;
 use crate::store::StoreError;

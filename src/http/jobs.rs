@@ -70,17 +70,17 @@ pub async fn create(
     let choice = choose_backbone(
         &BackboneQuery {
             requested: &spec.backbone,
-            default_id: st.registry.default_for(dataset.modality),
+            default_id: st.catalog.default_for(dataset.modality),
             data: &data,
             hyperparameters: &spec.hyperparameters,
             validation: spec.validation.as_ref(),
             time_budget_s: spec.time_budget_s,
         },
-        |id| st.registry.info(id).is_some_and(|b| b.available),
+        |id| st.catalog.info(id).is_some_and(|b| b.available),
     );
     let backbone = choice.id.clone();
-    let Some(info) = st.registry.info(&backbone) else {
-        let known: Vec<&str> = st.registry.list().iter().map(|b| b.id).collect();
+    let Some(info) = st.catalog.info(&backbone) else {
+        let known: Vec<&str> = st.catalog.list().iter().map(|b| b.id).collect();
         return Err(ApiError::unprocessable(
             "unknown_backbone",
             format!("unknown backbone {backbone:?}; use \"auto\" or one of {known:?}"),

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
 
-use crate::backbones::registry::Registry;
+use crate::backbones::catalog::Catalog;
 use crate::config::Config;
 use crate::datasets::Limits;
 use crate::jobs::Queue;
@@ -36,7 +36,8 @@ pub struct AppState {
     pub db: Db,
     pub artifacts: Artifacts,
     pub queue: Queue,
-    pub registry: Arc<Registry>,
+    /// Which backbones exist and are installed (the loader itself stays in serve and jobs).
+    pub catalog: Arc<Catalog>,
     pub models: Arc<ModelCache>,
     pub limits: Limits,
     /// Predict requests admitted (running or waiting); beyond it → 503.

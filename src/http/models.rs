@@ -20,8 +20,8 @@ use super::datasets::multipart_required;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, Tenant};
 use super::upload::read_form;
-use crate::backbones::Modality;
-use crate::serve::{LoadedModel, Prediction};
+use crate::backbones::catalog::Modality;
+use crate::serve::{Inputs, Prediction};
 use crate::store::models::ModelRecord;
 use crate::store::now;
 use crate::train::artifact::{
@@ -98,21 +98,6 @@ fn text_inputs(inputs: Vec<Value>, max_chars: usize) -> ApiResult<Vec<String>> {
             )),
         })
         .collect()
-}
-
-/// Decoded predict inputs.
-enum Inputs {
-    Texts(Vec<String>),
-    Images(Vec<Vec<u8>>),
-}
-
-impl Inputs {
-    fn len(&self) -> usize {
-        match self {
-            Inputs::Texts(t) => t.len(),
-            Inputs::Images(i) => i.len(),
-        }
-    }
 }
 
 fn image_inputs(inputs: Vec<Value>) -> ApiResult<Vec<Vec<u8>>> {
@@ -217,7 +202,7 @@ pub async fn predict(
         };
         (inputs, req.top_k)
     };
-    if inputs.len() == 0 {
+    if inputs.is_empty() {
         return Err(ApiError::unprocessable(
             "no_inputs",
             "no inputs: send at least one (JSON `inputs`, or multipart `file` parts)",
@@ -250,15 +235,10 @@ pub async fn predict(
     let models = st.models.clone();
     let dir = st.artifacts.model_dir(&id);
     let max_pixels = st.limits.max_image_pixels;
-    let predictions: Vec<Prediction> = tokio::task::spawn_blocking(move || {
-        let model = models.get(&id, &dir)?;
-        match inputs {
-            Inputs::Texts(texts) => model.predict_texts(&texts, top_k),
-            Inputs::Images(images) => model.predict_images(&images, top_k, max_pixels),
-        }
-    })
-    .await
-    .map_err(ApiError::internal)??;
+    let predictions: Vec<Prediction> =
+        tokio::task::spawn_blocking(move || models.predict(&id, &dir, &inputs, top_k, max_pixels))
+            .await
+            .map_err(ApiError::internal)??;
     Ok(Json(json!({"predictions": predictions})))
 }
 
@@ -396,20 +376,20 @@ pub async fn import(
         ));
     };
     let artifacts = st.artifacts.clone();
-    let registry = st.registry.clone();
+    let models = st.models.clone();
     let limit = st.config.max_upload_bytes() * 4;
     let id = Uuid::new_v4().to_string();
     let dest = artifacts.model_dir(&id);
     let (config, metrics) = tokio::task::spawn_blocking(move || -> ApiResult<_> {
         let staging = artifacts.staging_dir()?;
         let result = unpack_model_archive(&upload.path, &staging, limit).and_then(|metrics| {
-            let model = LoadedModel::load(&staging, &registry).map_err(|e| {
+            let config = models.verify(&staging).map_err(|e| {
                 ApiError::unprocessable(
                     "invalid_model_archive",
                     format!("the archive does not hold a loadable model: {e}"),
                 )
             })?;
-            Ok((model.config.clone(), metrics))
+            Ok((config, metrics))
         });
         match result {
             Ok(v) => {

@@ -20,12 +20,12 @@ pub async fn healthz() -> Json<Value> {
 pub async fn readyz(State(st): State<AppState>) -> (StatusCode, Json<Value>) {
     let db_ok = st.db.ping().await.is_ok();
     let backbones: Vec<Value> = st
-        .registry
+        .catalog
         .list()
         .iter()
         .map(|b| json!({"id": b.id, "available": b.available}))
         .collect();
-    let defaults_ok = st.registry.list().iter().all(|b| b.available);
+    let defaults_ok = st.catalog.all_available();
     let ready = db_ok && defaults_ok;
     let status = if ready {
         StatusCode::OK
@@ -40,7 +40,7 @@ pub async fn readyz(State(st): State<AppState>) -> (StatusCode, Json<Value>) {
 }
 
 pub async fn backbones(State(st): State<AppState>) -> Json<Value> {
-    Json(json!({"data": st.registry.list()}))
+    Json(json!({"data": st.catalog.list()}))
 }
 
 /// Prometheus text exposition.

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{LoadedModel, ServeError};
+use super::{Inputs, LoadedModel, Prediction, ServeError};
 use crate::backbones::registry::Registry;
+use crate::train::artifact::ModelConfig;
 
 pub struct ModelCache {
     registry: Arc<Registry>,
@@ -38,7 +39,7 @@ impl ModelCache {
     }
 
     /// The loaded model `id`, reading it from `dir` on a miss. Blocking.
-    pub fn get(&self, id: &str, dir: &Path) -> Result<Arc<LoadedModel>, ServeError> {
+    fn get(&self, id: &str, dir: &Path) -> Result<Arc<LoadedModel>, ServeError> {
         if let Some(m) = self.lookup(id) {
             return Ok(m);
         }
@@ -53,6 +54,24 @@ impl ModelCache {
             entries.remove(0);
         }
         Ok(model)
+    }
+
+    /// Predictions of model `id` (read from `dir` on a miss) for the inputs. Blocking.
+    pub fn predict(
+        &self,
+        id: &str,
+        dir: &Path,
+        inputs: &Inputs,
+        top_k: usize,
+        max_pixels: u64,
+    ) -> Result<Vec<Prediction>, ServeError> {
+        self.get(id, dir)?.predict(inputs, top_k, max_pixels)
+    }
+
+    /// Loads the model folder `dir` once, without caching it, to prove that its files make
+    /// a model that can predict; returns its configuration. Blocking.
+    pub fn verify(&self, dir: &Path) -> Result<ModelConfig, ServeError> {
+        Ok(LoadedModel::load(dir, &self.registry)?.config)
     }
 
     pub fn evict(&self, id: &str) {

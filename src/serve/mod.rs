@@ -1,6 +1,6 @@
 //! Prediction: trained models loaded once and kept in a bounded cache, and batched
-//! inference over their inputs. Called from the HTTP layer on blocking threads; never
-//! exposes candle types.
+//! inference over their inputs. Called from the HTTP layer on blocking threads through
+//! [`ModelCache`], whose methods take and return plain data: no candle type crosses it.
 
 pub mod cache;
 
@@ -11,8 +11,8 @@ use candle_core::Tensor;
 use serde::Serialize;
 
 use crate::backbones::image::{ImageError, decode};
-use crate::backbones::registry::{BackboneError, LoadedBackbone, Registry};
-use crate::backbones::{Modality, WeightsMode};
+use crate::backbones::registry::{LoadedBackbone, Registry};
+use crate::backbones::{BackboneError, Modality, WeightsMode};
 use crate::train::artifact::{BACKBONE_FILE, ModelConfig, WEIGHTS_FILE, read_config, tensor_names};
 use crate::train::features::Standardizer;
 use crate::train::head::Head;
@@ -32,8 +32,37 @@ pub enum ServeError {
     /// The request's inputs cannot be used (shown to the user).
     #[error("{0}")]
     BadInput(String),
+    /// Running the network failed (candle's message: this type holds no candle value, so
+    /// the HTTP layer that receives it stays candle-free).
     #[error("inference failed: {0}")]
-    Inference(#[from] candle_core::Error),
+    Inference(String),
+}
+
+impl From<candle_core::Error> for ServeError {
+    fn from(e: candle_core::Error) -> Self {
+        ServeError::Inference(e.to_string())
+    }
+}
+
+/// The inputs of one predict request, decoded from the request body.
+#[derive(Debug, Clone)]
+pub enum Inputs {
+    Texts(Vec<String>),
+    /// Encoded images (JPEG, PNG or WebP bytes).
+    Images(Vec<Vec<u8>>),
+}
+
+impl Inputs {
+    pub fn len(&self) -> usize {
+        match self {
+            Inputs::Texts(t) => t.len(),
+            Inputs::Images(i) => i.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -49,7 +78,7 @@ pub struct Prediction {
     pub top_k: Vec<LabelScore>,
 }
 
-/// A trained model ready to predict.
+/// A trained model ready to predict (held by the [`ModelCache`]).
 pub struct LoadedModel {
     pub config: ModelConfig,
     backbone: Arc<LoadedBackbone>,
@@ -114,6 +143,19 @@ impl LoadedModel {
 
     pub fn modality(&self) -> Modality {
         self.config.modality
+    }
+
+    /// Predictions for the inputs, in input order.
+    pub fn predict(
+        &self,
+        inputs: &Inputs,
+        top_k: usize,
+        max_pixels: u64,
+    ) -> Result<Vec<Prediction>, ServeError> {
+        match inputs {
+            Inputs::Texts(texts) => self.predict_texts(texts, top_k),
+            Inputs::Images(images) => self.predict_images(images, top_k, max_pixels),
+        }
     }
 
     fn probabilities(&self, feats: &Tensor) -> Result<Vec<Vec<f32>>, ServeError> {

@@ -18,7 +18,7 @@ use super::optim::{GroupedAdamW, ParamGroup};
 use super::recipe::Recipe;
 use super::training_loop::{EarlyStopping, EpochStats, Evaluation, FitTag, LossSpec, Stepper};
 use super::{Example, Observer, TrainError, TrainResult, check_cancel};
-use crate::backbones::image::Augment;
+use crate::backbones::efficientnet::Augment;
 use crate::backbones::registry::LoadedBackbone;
 use crate::store::jobs::Stage;
 

@@ -7,7 +7,8 @@ use rand::rngs::StdRng;
 
 use super::{Example, ExampleInput, TrainError, TrainResult};
 use crate::backbones::Batch;
-use crate::backbones::image::{Augment, DEFAULT_MAX_PIXELS, decode};
+use crate::backbones::efficientnet::Augment;
+use crate::backbones::image::{DEFAULT_MAX_PIXELS, decode};
 use crate::backbones::registry::LoadedBackbone;
 
 /// Settings for building batches.

@@ -8,8 +8,8 @@ use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::Linear;
 
+use super::ops::LayerNorm;
 use crate::backbones::WeightsMode;
-use crate::backbones::layers::LayerNorm;
 
 /// Where weights come from: an optional overlay file (fine-tuned weights) over the base
 /// `model.safetensors`, each with its own optional `bert.` prefix.

@@ -4,11 +4,11 @@
 //! custom depthwise op, fused shift+ReLU6) and candle's stock ops, kept as the reference
 //! they are tested against, the "before" of the benchmarks, and the path for non-CPU devices.
 
-use super::ops::{im2col_nchw, shift as add_shift, shift_relu6};
-use crate::backbones::WeightsMode;
-use crate::backbones::depthwise::{
+use super::depthwise::{
     DepthwiseParams, depthwise_conv2d_nhwc, depthwise_conv2d_nhwc_candle, same_pad,
 };
+use super::ops::{im2col_nchw, shift as add_shift, shift_relu6};
+use crate::backbones::WeightsMode;
 use candle_core::{DType, Device, Result, Tensor, Var, bail};
 use std::collections::HashMap;
 

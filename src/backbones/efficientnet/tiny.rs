@@ -2,8 +2,8 @@
 //! (a `config.json` with small widths/depths and resolution 32, plus `model.safetensors`),
 //! which the service's fast integration tests install as `efficientnet-lite0`.
 
+use super::torch_legacy::SAFETENSORS_NAME;
 use super::{EfficientNetConfig, LiteVariant};
-use crate::backbones::torch_legacy::SAFETENSORS_NAME;
 use candle_core::{Device, Result, Tensor};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use std::collections::HashMap;

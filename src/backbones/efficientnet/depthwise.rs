@@ -12,7 +12,7 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
-use super::efficientnet::ops::contiguous_f32;
+use super::ops::contiguous_f32;
 
 /// Stride and zero padding of a depthwise convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

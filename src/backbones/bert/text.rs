@@ -7,7 +7,7 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use tokenizers::{PostProcessor, Tokenizer, TruncationDirection};
 
-use super::Batch;
+use crate::backbones::Batch;
 
 /// Why a tokenizer could not be loaded or used.
 #[derive(Debug, thiserror::Error)]

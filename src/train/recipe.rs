@@ -190,10 +190,6 @@ pub fn resolve(
                 0,
                 "images, at most 10 per class: a well-regularised head on frozen features is hard to beat and fine-tuning mostly fits noise",
             ),
-            (true, _) if per_class < 16.0 => (
-                0,
-                "text, fewer than 16 per class: on the public benchmark (tweets, 8 per class) fine-tuning chosen by cross-validation on so few examples lost to the tuned head on unseen data",
-            ),
             (true, 0..=2000) => (4, "small text set"),
             (true, 2001..=10000) => (3, "medium text set"),
             (true, _) => (2, "large text set: each epoch is long"),

@@ -511,7 +511,15 @@ def run_setfit(args, name, n, seed, tx, ty, sx, sy):
     word = st_models.Transformer(d, max_seq_length=MAX_TOKENS, tokenizer_args={"tokenizer_file": os.path.join(d, "tokenizer.json")})
     body = SentenceTransformer(modules=[word, st_models.Pooling(word.get_word_embedding_dimension(), "mean"), st_models.Normalize()], device="cpu")
     model = SetFitModel(model_body=body, model_head=LogisticRegression())
-    targs = TrainingArguments(batch_size=16, num_iterations=20, num_epochs=1, seed=seed, report_to="none")
+    targs = TrainingArguments(
+        batch_size=16,
+        num_iterations=20,
+        num_epochs=1,
+        seed=seed,
+        report_to="none",
+        save_strategy="no",
+        output_dir=os.path.join(args.cache, "..", "setfit-checkpoints"),
+    )
     trainer = Trainer(model=model, args=targs, train_dataset=Dataset.from_dict({"text": tx, "label": ty}))
     trainer.train()
     preds = []

@@ -16,6 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, Tenant};
+use crate::error_code::Code;
 use crate::jobs::{CancelOutcome, JobSpec};
 use crate::store::jobs::{JobEvent, JobRecord, JobStatus};
 
@@ -26,8 +27,8 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<JobRecord>)> {
     let spec: JobSpec = serde_path_to_error::deserialize(body).map_err(|e| {
         let at = e.path().to_string();
-        ApiError::unprocessable(
-            "invalid_request",
+        ApiError::new(
+            Code::InvalidRequest,
             format!(
                 "invalid job request at `{at}`: {}; see GET /openapi.json for the fields",
                 e.inner()
@@ -36,21 +37,21 @@ pub async fn create(
     })?;
     spec.hyperparameters
         .validate()
-        .map_err(|e| ApiError::unprocessable("invalid_hyperparameter", e.to_string()))?;
+        .map_err(|e| ApiError::new(Code::InvalidHyperparameter, e.to_string()))?;
     if let Some(v) = &spec.validation {
         v.validate()
-            .map_err(|e| ApiError::unprocessable("invalid_validation", e.to_string()))?;
+            .map_err(|e| ApiError::new(Code::InvalidValidation, e.to_string()))?;
     }
     if let Some(url) = &spec.webhook_url {
         st.queue
             .webhooks()
             .check_target(url)
             .await
-            .map_err(|m| ApiError::unprocessable("invalid_webhook_url", m))?;
+            .map_err(|m| ApiError::new(Code::InvalidWebhookUrl, m))?;
     }
     if spec.time_budget_s == Some(0) {
-        return Err(ApiError::unprocessable(
-            "invalid_time_budget",
+        return Err(ApiError::new(
+            Code::InvalidTimeBudget,
             "time_budget_s must be at least 1 second (or leave it out for no cap)",
         ));
     }
@@ -58,7 +59,7 @@ pub async fn create(
         .db
         .get_dataset(&tenant, &spec.dataset_id)
         .await?
-        .ok_or_else(|| ApiError::not_found("dataset", &spec.dataset_id))?;
+        .ok_or_else(|| ApiError::not_found(Code::DatasetNotFound, &spec.dataset_id))?;
     let backbone = if spec.backbone == "auto" {
         st.catalog.default_for(dataset.modality).to_string()
     } else {
@@ -66,14 +67,14 @@ pub async fn create(
     };
     let Some(info) = st.catalog.info(&backbone) else {
         let known: Vec<&str> = st.catalog.list().iter().map(|b| b.id).collect();
-        return Err(ApiError::unprocessable(
-            "unknown_backbone",
+        return Err(ApiError::new(
+            Code::UnknownBackbone,
             format!("unknown backbone {backbone:?}; use \"auto\" or one of {known:?}"),
         ));
     };
     if info.modality != dataset.modality {
-        return Err(ApiError::unprocessable(
-            "backbone_modality_mismatch",
+        return Err(ApiError::new(
+            Code::BackboneModalityMismatch,
             format!(
                 "backbone {backbone:?} is for {} data but dataset {} holds {} examples; use \"auto\" or a {} backbone",
                 info.modality.as_str(),
@@ -85,8 +86,7 @@ pub async fn create(
     }
     if !info.available {
         return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "backbone_unavailable",
+            Code::BackboneUnavailable,
             format!(
                 "backbone {backbone:?} is not installed on this server; the operator must run scripts/fetch-backbones.sh"
             ),
@@ -105,7 +105,7 @@ async fn find(st: &AppState, tenant: &str, id: &str) -> ApiResult<JobRecord> {
     st.db
         .get_job(tenant, id)
         .await?
-        .ok_or_else(|| ApiError::not_found("job", id))
+        .ok_or_else(|| ApiError::not_found(Code::JobNotFound, id))
 }
 
 pub async fn show(
@@ -124,14 +124,14 @@ pub async fn cancel(
     match st.queue.cancel(&tenant, &id).await? {
         CancelOutcome::Cancelled(job) => Ok(Json(job)),
         CancelOutcome::AlreadyFinished(job) if job.status == JobStatus::Cancelled => Ok(Json(job)),
-        CancelOutcome::AlreadyFinished(job) => Err(ApiError::conflict(
-            "job_finished",
+        CancelOutcome::AlreadyFinished(job) => Err(ApiError::new(
+            Code::JobFinished,
             format!(
                 "job {id} already {}; only queued or running jobs can be cancelled",
                 job.status.as_str()
             ),
         )),
-        CancelOutcome::NotFound => Err(ApiError::not_found("job", &id)),
+        CancelOutcome::NotFound => Err(ApiError::not_found(Code::JobNotFound, &id)),
     }
 }
 

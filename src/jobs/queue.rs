@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::webhook::Webhooks;
 use super::{JobSpec, MAX_ATTEMPTS};
+use crate::error_code::Code;
 use crate::store::jobs::{JobEvent, JobRecord, Stage, event_from_row, job_from_row};
 use crate::store::models::ModelRecord;
 use crate::store::{Db, StoreResult, now, to_json};
@@ -297,13 +298,13 @@ impl Queue {
         Ok(true)
     }
 
-    /// Marks a running job failed with a reason shown to the user.
-    pub async fn fail(&self, job_id: &str, code: &str, message: &str) -> StoreResult<()> {
+    /// Marks a running job failed with its code and a reason shown to the user.
+    pub async fn fail(&self, job_id: &str, code: Code, message: &str) -> StoreResult<()> {
         let done = sqlx::query(
             "UPDATE jobs SET status = 'failed', error_code = ?, error_message = ?, finished_at = ?
              WHERE id = ? AND status = 'running'",
         )
-        .bind(code)
+        .bind(code.name())
         .bind(message)
         .bind(now())
         .bind(job_id)
@@ -384,7 +385,7 @@ impl Queue {
             if attempts as u32 >= MAX_ATTEMPTS {
                 self.fail(
                     &id,
-                    "interrupted",
+                    Code::Interrupted,
                     &format!(
                         "the service stopped {attempts} times while this job ran; giving up. Check the server's memory and logs, then submit the job again"
                     ),

@@ -135,14 +135,10 @@ pub async fn cancel(
     }
 }
 
-fn is_terminal_event(kind: &str) -> bool {
-    matches!(kind, "succeeded" | "failed" | "cancelled")
-}
-
 fn sse_event(e: &JobEvent) -> Event {
     Event::default()
         .id(e.seq.to_string())
-        .event(e.kind.clone())
+        .event(e.kind.as_str())
         .json_data(e)
         .unwrap_or_else(|_| Event::default().data("{}"))
 }
@@ -187,7 +183,7 @@ pub async fn events(
                     continue;
                 }
                 *last = e.seq;
-                done |= is_terminal_event(&e.kind);
+                done |= e.kind.is_terminal();
                 out.push(sse_event(&e));
             }
             async move {

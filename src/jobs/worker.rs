@@ -19,7 +19,7 @@ use super::{JobSpec, Queue};
 use crate::datasets::RawExample;
 use crate::datasets::stored::read_examples;
 use crate::error_code::ErrorCode;
-use crate::store::jobs::{JobRecord, Stage};
+use crate::store::jobs::{EventKind, JobRecord, Stage};
 use crate::store::models::ModelRecord;
 use crate::store::{Artifacts, now};
 use crate::train::{Engine, Example, ExampleInput, Observer, TrainError, TrainRequest};
@@ -144,7 +144,7 @@ impl Observer for JobObserver<'_> {
             q.add_event(
                 &self.job_id,
                 NewEvent {
-                    kind: "epoch",
+                    kind: EventKind::Epoch,
                     stage: Some(stage),
                     epoch: Some(epoch),
                     metrics: Some(&metrics),
@@ -157,7 +157,7 @@ impl Observer for JobObserver<'_> {
     fn log(&mut self, message: &str) {
         tracing::info!(job = %self.job_id, "{message}");
         let event = NewEvent {
-            kind: "log",
+            kind: EventKind::Log,
             stage: Some(self.stage),
             epoch: None,
             metrics: None,

@@ -17,6 +17,7 @@ use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, Tenant};
 use crate::error_code::Code;
+use crate::jobs::submit::submit;
 use crate::jobs::{CancelOutcome, JobSpec};
 use crate::store::jobs::{JobEvent, JobRecord, JobStatus};
 
@@ -35,65 +36,7 @@ pub async fn create(
             ),
         )
     })?;
-    spec.hyperparameters
-        .validate()
-        .map_err(|e| ApiError::new(Code::InvalidHyperparameter, e.to_string()))?;
-    if let Some(v) = &spec.validation {
-        v.validate()
-            .map_err(|e| ApiError::new(Code::InvalidValidation, e.to_string()))?;
-    }
-    if let Some(url) = &spec.webhook_url {
-        st.queue
-            .webhooks()
-            .check_target(url)
-            .await
-            .map_err(|m| ApiError::new(Code::InvalidWebhookUrl, m))?;
-    }
-    if spec.time_budget_s == Some(0) {
-        return Err(ApiError::new(
-            Code::InvalidTimeBudget,
-            "time_budget_s must be at least 1 second (or leave it out for no cap)",
-        ));
-    }
-    let dataset = st
-        .db
-        .get_dataset(&tenant, &spec.dataset_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(Code::DatasetNotFound, &spec.dataset_id))?;
-    let backbone = if spec.backbone == "auto" {
-        st.catalog.default_for(dataset.modality).to_string()
-    } else {
-        spec.backbone.clone()
-    };
-    let Some(info) = st.catalog.info(&backbone) else {
-        let known: Vec<&str> = st.catalog.list().iter().map(|b| b.id).collect();
-        return Err(ApiError::new(
-            Code::UnknownBackbone,
-            format!("unknown backbone {backbone:?}; use \"auto\" or one of {known:?}"),
-        ));
-    };
-    if info.modality != dataset.modality {
-        return Err(ApiError::new(
-            Code::BackboneModalityMismatch,
-            format!(
-                "backbone {backbone:?} is for {} data but dataset {} holds {} examples; use \"auto\" or a {} backbone",
-                info.modality.as_str(),
-                dataset.id,
-                dataset.modality.as_str(),
-                dataset.modality.as_str()
-            ),
-        ));
-    }
-    if !info.available {
-        return Err(ApiError::new(
-            Code::BackboneUnavailable,
-            format!(
-                "backbone {backbone:?} is not installed on this server; the operator must run scripts/fetch-backbones.sh"
-            ),
-        ));
-    }
-    let job = st.queue.enqueue(&tenant, &spec, &backbone).await?;
-    tracing::info!(job = %job.id, dataset = %dataset.id, "job queued");
+    let job = submit(&st.queue, &st.catalog, &tenant, &spec).await?;
     Ok((StatusCode::CREATED, Json(job)))
 }
 

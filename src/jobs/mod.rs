@@ -5,6 +5,7 @@
 
 pub mod failure;
 pub mod queue;
+pub mod submit;
 pub mod webhook;
 pub mod worker;
 

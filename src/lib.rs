@@ -4,13 +4,15 @@
 //! its worker threads) → `train` (the recipe) → `backbones` (pre-trained networks) →
 //! `store` (SQLite rows and the artefact folder). `datasets` parses uploads; `serve`
 //! keeps trained models loaded for prediction; `admin` runs the command-line subcommands
-//! other than `serve`.
+//! other than `serve`. `error_code` is the one table of error codes every layer's error
+//! names.
 
 pub mod admin;
 pub mod app;
 pub mod backbones;
 pub mod config;
 pub mod datasets;
+pub mod error_code;
 pub mod http;
 pub mod jobs;
 pub mod serve;

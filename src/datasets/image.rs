@@ -15,10 +15,11 @@ use zip::ZipArchive;
 use super::{DatasetError, Limits, ParsedDataset, RawExample};
 use crate::backbones::Modality;
 use crate::backbones::image::{ImageError, decode};
+use crate::error_code::Code;
 
 const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp"];
 
-fn invalid(code: &'static str, message: String) -> DatasetError {
+fn invalid(code: Code, message: String) -> DatasetError {
     DatasetError::invalid(code, message)
 }
 
@@ -55,7 +56,7 @@ fn scan(zip: &mut ZipArchive<File>, limits: &Limits) -> Result<Vec<Entry>, Datas
     for index in 0..zip.len() {
         let entry = zip.by_index_raw(index).map_err(|e| {
             invalid(
-                "malformed_zip",
+                Code::MalformedZip,
                 format!("cannot read ZIP entry {index}: {e}; re-create the archive"),
             )
         })?;
@@ -66,7 +67,7 @@ fn scan(zip: &mut ZipArchive<File>, limits: &Limits) -> Result<Vec<Entry>, Datas
             || raw.chars().nth(1) == Some(':');
         if unsafe_path {
             return Err(invalid(
-                "unsafe_zip_path",
+                Code::UnsafeZipPath,
                 format!(
                     "the ZIP entry {raw:?} points outside the archive (absolute path or `..`); re-create the ZIP from the dataset folder"
                 ),
@@ -119,7 +120,7 @@ fn strip_common_root(entries: &mut [Entry]) {
 fn read_entry(zip: &mut ZipArchive<File>, e: &Entry, cap: u64) -> Result<Vec<u8>, DatasetError> {
     let mut file = zip.by_index(e.index).map_err(|err| {
         invalid(
-            "malformed_zip",
+            Code::MalformedZip,
             format!("cannot read {:?} from the ZIP: {err}", e.path),
         )
     })?;
@@ -130,7 +131,7 @@ fn read_entry(zip: &mut ZipArchive<File>, e: &Entry, cap: u64) -> Result<Vec<u8>
         .read_to_end(&mut bytes)
         .map_err(|err| {
             invalid(
-                "malformed_zip",
+                Code::MalformedZip,
                 format!("cannot unpack {:?}: {err}", e.path),
             )
         })?;
@@ -148,14 +149,14 @@ fn read_labels_csv(bytes: &[u8]) -> Result<HashMap<String, String>, DatasetError
     let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(bytes);
     let headers: Vec<String> = reader
         .headers()
-        .map_err(|e| invalid("malformed_labels_csv", format!("labels.csv: {e}")))?
+        .map_err(|e| invalid(Code::MalformedLabelsCsv, format!("labels.csv: {e}")))?
         .iter()
         .map(|h| h.trim().trim_start_matches('\u{feff}').to_ascii_lowercase())
         .collect();
     let col = |name: &str| headers.iter().position(|h| h == name);
     let (Some(f), Some(l)) = (col("filename"), col("label")) else {
         return Err(invalid(
-            "missing_columns",
+            Code::MissingColumns,
             format!("labels.csv must have a `filename` and a `label` column; found {headers:?}"),
         ));
     };
@@ -164,7 +165,7 @@ fn read_labels_csv(bytes: &[u8]) -> Result<HashMap<String, String>, DatasetError
         let line = i + 2;
         let row = row.map_err(|e| {
             invalid(
-                "malformed_labels_csv",
+                Code::MalformedLabelsCsv,
                 format!("labels.csv line {line}: {e}"),
             )
         })?;
@@ -180,7 +181,7 @@ fn read_labels_csv(bytes: &[u8]) -> Result<HashMap<String, String>, DatasetError
         }
         if label.is_empty() {
             return Err(invalid(
-                "empty_label",
+                Code::EmptyLabel,
                 format!(
                     "labels.csv line {line}: {file:?} has an empty label; label every image or remove the row"
                 ),
@@ -200,7 +201,7 @@ pub fn parse_zip(
     let file = File::open(path)?;
     let mut zip = ZipArchive::new(file).map_err(|e| {
         invalid(
-            "malformed_zip",
+            Code::MalformedZip,
             format!("the upload is not a readable ZIP archive ({e}); re-create it"),
         )
     })?;
@@ -227,7 +228,7 @@ pub fn parse_zip(
         let missing: Vec<&String> = map.keys().filter(|k| !seen.contains(*k)).take(5).collect();
         if !missing.is_empty() && found.is_empty() {
             return Err(invalid(
-                "labels_csv_mismatch",
+                Code::LabelsCsvMismatch,
                 format!(
                     "none of the files named in labels.csv are in the ZIP (e.g. {missing:?}); filenames must be paths relative to labels.csv"
                 ),
@@ -247,7 +248,7 @@ pub fn parse_zip(
         }
         if found.is_empty() {
             return Err(invalid(
-                "no_labelled_images",
+                Code::NoLabelledImages,
                 "the ZIP has no labelled images: put each class's images in a top-level folder named after the label (cat/001.jpg), or add labels.csv with filename,label".into(),
             ));
         }

@@ -9,6 +9,7 @@ pub mod text;
 use std::collections::BTreeMap;
 
 use crate::backbones::Modality;
+use crate::error_code::{Code, ErrorCode};
 
 /// What a dataset upload turned into: examples with label names, plus tolerated problems.
 #[derive(Debug, Clone)]
@@ -54,7 +55,7 @@ impl ParsedDataset {
     pub fn finish(mut self, limits: &Limits) -> Result<ParsedDataset, DatasetError> {
         if self.examples.is_empty() {
             return Err(DatasetError::invalid(
-                "empty_dataset",
+                Code::EmptyDataset,
                 "the dataset holds no examples; add labelled rows (text datasets: a `text` and a `label` column)",
             ));
         }
@@ -69,7 +70,7 @@ impl ParsedDataset {
         if counts.len() < 2 {
             let only = counts.keys().next().cloned().unwrap_or_default();
             return Err(DatasetError::invalid(
-                "too_few_labels",
+                Code::TooFewLabels,
                 format!(
                     "every example has the label {only:?}; a classifier needs at least 2 distinct labels"
                 ),
@@ -115,9 +116,9 @@ impl Default for Limits {
 /// Why an upload was refused. Every message says what is wrong and how to fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
-    /// The content is not a valid dataset (422).
+    /// The content is not a valid dataset (422), and which of the ways it is not.
     #[error("{message}")]
-    Invalid { code: &'static str, message: String },
+    Invalid { code: Code, message: String },
     /// The file type is not one we read (415).
     #[error("{0}")]
     UnsupportedFormat(String),
@@ -130,10 +131,21 @@ pub enum DatasetError {
 }
 
 impl DatasetError {
-    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn invalid(code: Code, message: impl Into<String>) -> Self {
         DatasetError::Invalid {
             code,
             message: message.into(),
+        }
+    }
+}
+
+impl ErrorCode for DatasetError {
+    fn code(&self) -> Code {
+        match self {
+            DatasetError::Invalid { code, .. } => *code,
+            DatasetError::UnsupportedFormat(_) => Code::UnsupportedFormat,
+            DatasetError::TooLarge(_) => Code::PayloadTooLarge,
+            DatasetError::Io(_) => Code::Internal,
         }
     }
 }
@@ -166,7 +178,7 @@ pub fn detect_format(file_name: Option<&str>, head: &[u8]) -> Result<&'static st
         Some(b'{') => Ok("jsonl"),
         Some(_) if lower.is_empty() || lower.ends_with(".txt") => Ok("csv"),
         None => Err(DatasetError::invalid(
-            "empty_file",
+            Code::EmptyFile,
             "the uploaded file is empty; send a CSV, JSONL or ZIP file with labelled examples",
         )),
         Some(_) => Err(DatasetError::UnsupportedFormat(format!(

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use super::{DatasetError, Limits, ParsedDataset, RawExample};
 use crate::backbones::Modality;
+use crate::error_code::Code;
 
 /// Collects rows, checking each, and remembers tolerated problems.
 struct RowSink<'a> {
@@ -35,7 +36,7 @@ impl<'a> RowSink<'a> {
         let label = label.trim();
         if label.is_empty() {
             return Err(DatasetError::invalid(
-                "empty_label",
+                Code::EmptyLabel,
                 format!(
                     "line {line}: the label is empty; give every example a label or remove the row"
                 ),
@@ -43,7 +44,7 @@ impl<'a> RowSink<'a> {
         }
         if label.chars().count() > 200 {
             return Err(DatasetError::invalid(
-                "label_too_long",
+                Code::LabelTooLong,
                 format!(
                     "line {line}: the label is longer than 200 characters; labels are class names, not texts (are the columns swapped?)"
                 ),
@@ -57,7 +58,7 @@ impl<'a> RowSink<'a> {
         let chars = text.chars().count();
         if chars > self.limits.max_text_chars {
             return Err(DatasetError::invalid(
-                "text_too_long",
+                Code::TextTooLong,
                 format!(
                     "line {line}: the text has {chars} characters, more than the limit of {} (WARMSTART_MAX_TEXT_CHARS); shorten or split it",
                     self.limits.max_text_chars
@@ -134,7 +135,7 @@ fn list_lines(lines: &[usize]) -> String {
 
 fn not_utf8(line: usize) -> DatasetError {
     DatasetError::invalid(
-        "invalid_utf8",
+        Code::InvalidUtf8,
         format!(
             "line {line} is not valid UTF-8; save the file with UTF-8 encoding and upload it again"
         ),
@@ -149,7 +150,7 @@ pub fn parse_csv(path: &Path, limits: &Limits) -> Result<ParsedDataset, DatasetE
     let header_line = String::from_utf8_lossy(&head);
     if header_line.trim().trim_start_matches('\u{feff}').is_empty() {
         return Err(DatasetError::invalid(
-            "empty_file",
+            Code::EmptyFile,
             "the CSV file is empty; its first line must be a header with `text` and `label` columns",
         ));
     }
@@ -175,7 +176,7 @@ pub fn parse_csv(path: &Path, limits: &Limits) -> Result<ParsedDataset, DatasetE
     let find = |want: &str| names.iter().position(|n| n == want);
     let (Some(text_col), Some(label_col)) = (find("text"), find("label")) else {
         return Err(DatasetError::invalid(
-            "missing_columns",
+            Code::MissingColumns,
             format!(
                 "the CSV header must contain a `text` and a `label` column; found {:?}. Rename your columns (first line) to text,label",
                 names
@@ -199,7 +200,7 @@ pub fn parse_csv(path: &Path, limits: &Limits) -> Result<ParsedDataset, DatasetE
         let field = |i: usize| -> Result<&str, DatasetError> {
             let bytes = record.get(i).ok_or_else(|| {
                 DatasetError::invalid(
-                    "missing_field",
+                    Code::MissingField,
                     format!(
                         "line {line}: the row has {} fields but the header has {}; quote texts that contain the delimiter (\"...\")",
                         record.len(),
@@ -221,7 +222,7 @@ fn csv_error(e: csv::Error, line: usize) -> DatasetError {
         csv::ErrorKind::Io(_) => DatasetError::Io(std::io::Error::other(e.to_string())),
         csv::ErrorKind::Utf8 { .. } => not_utf8(line),
         _ => DatasetError::invalid(
-            "malformed_csv",
+            Code::MalformedCsv,
             format!("line {line}: cannot parse the CSV ({e}); check the quoting of that row"),
         ),
     }
@@ -252,7 +253,7 @@ pub fn parse_jsonl(path: &Path, limits: &Limits) -> Result<ParsedDataset, Datase
         })?;
         let items: Vec<serde_json::Value> = serde_json::from_str(text).map_err(|e| {
             DatasetError::invalid(
-                "malformed_json",
+                Code::MalformedJsonFile,
                 format!("line {}: invalid JSON ({e}); the file must be an array of {{\"text\": ..., \"label\": ...}} objects, or JSONL", e.line()),
             )
         })?;
@@ -278,7 +279,7 @@ pub fn parse_jsonl(path: &Path, limits: &Limits) -> Result<ParsedDataset, Datase
         }
         let value: serde_json::Value = serde_json::from_str(s).map_err(|e| {
             DatasetError::invalid(
-                "malformed_jsonl",
+                Code::MalformedJsonl,
                 format!("line {line}: invalid JSON ({e}); each line must be one object like {{\"text\": \"...\", \"label\": \"...\"}}"),
             )
         })?;
@@ -292,7 +293,7 @@ fn text_and_label(value: &serde_json::Value, at: &str) -> Result<(String, String
     use serde_json::Value;
     let Value::Object(obj) = value else {
         return Err(DatasetError::invalid(
-            "malformed_jsonl",
+            Code::MalformedJsonl,
             format!("{at}: expected an object like {{\"text\": \"...\", \"label\": \"...\"}}"),
         ));
     };
@@ -300,7 +301,7 @@ fn text_and_label(value: &serde_json::Value, at: &str) -> Result<(String, String
         Some(Value::String(s)) => s.clone(),
         Some(Value::Null) | None => {
             return Err(DatasetError::invalid(
-                "missing_field",
+                Code::MissingField,
                 format!(
                     "{at}: the object has no \"text\" field; every example needs \"text\" and \"label\""
                 ),
@@ -308,7 +309,7 @@ fn text_and_label(value: &serde_json::Value, at: &str) -> Result<(String, String
         }
         Some(_) => {
             return Err(DatasetError::invalid(
-                "invalid_field",
+                Code::InvalidField,
                 format!("{at}: \"text\" must be a string"),
             ));
         }
@@ -319,7 +320,7 @@ fn text_and_label(value: &serde_json::Value, at: &str) -> Result<(String, String
         Some(Value::Bool(b)) => b.to_string(),
         Some(Value::Null) | None => {
             return Err(DatasetError::invalid(
-                "empty_label",
+                Code::EmptyLabel,
                 format!(
                     "{at}: the object has no \"label\"; give every example a label or remove it"
                 ),
@@ -327,7 +328,7 @@ fn text_and_label(value: &serde_json::Value, at: &str) -> Result<(String, String
         }
         Some(_) => {
             return Err(DatasetError::invalid(
-                "invalid_field",
+                Code::InvalidField,
                 format!("{at}: \"label\" must be a string or a number"),
             ));
         }
@@ -375,7 +376,7 @@ mod tests {
         assert!(matches!(
             missing,
             Err(DatasetError::Invalid {
-                code: "missing_columns",
+                code: Code::MissingColumns,
                 ..
             })
         ));
@@ -435,7 +436,7 @@ mod tests {
         assert!(matches!(
             err,
             DatasetError::Invalid {
-                code: "text_too_long",
+                code: Code::TextTooLong,
                 ..
             }
         ));

@@ -6,13 +6,14 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::extract::Tenant;
+use crate::error_code::Code;
 use crate::store::{Db, StoreResult};
 
 /// Who is calling, set on every `/v1` request by [`authenticate`].
@@ -50,14 +51,6 @@ impl AuthPolicy {
     }
 }
 
-fn unauthorized(code: &'static str, message: &str) -> ApiError {
-    ApiError::new(
-        axum::http::StatusCode::UNAUTHORIZED,
-        code,
-        message.to_string(),
-    )
-}
-
 fn bearer(headers: &HeaderMap) -> Option<Result<&str, ()>> {
     let value = headers.get(header::AUTHORIZATION)?;
     let parsed = value.to_str().ok().and_then(|v| {
@@ -74,17 +67,17 @@ async fn resolve(st: &AppState, headers: &HeaderMap) -> ApiResult<Caller> {
                 key_id: Some(grant.key_id),
                 tenant: grant.tenant,
             }),
-            None => Err(unauthorized(
-                "invalid_api_key",
+            None => Err(ApiError::new(
+                Code::InvalidApiKey,
                 "the API key is unknown, revoked or mistyped; ask the operator for a key (warmstart keys create --name NAME)",
             )),
         },
-        Some(Err(())) => Err(unauthorized(
-            "invalid_api_key",
+        Some(Err(())) => Err(ApiError::new(
+            Code::InvalidApiKey,
             "malformed Authorization header; send `Authorization: Bearer <key>`",
         )),
-        None if st.auth.required(&st.db).await? => Err(unauthorized(
-            "missing_api_key",
+        None if st.auth.required(&st.db).await? => Err(ApiError::new(
+            Code::MissingApiKey,
             "this service requires an API key: send `Authorization: Bearer <key>` (the operator creates keys with `warmstart keys create --name NAME`)",
         )),
         None => Ok(Caller::default()),
@@ -100,7 +93,7 @@ pub async fn authenticate(State(st): State<AppState>, mut req: Request, next: Ne
             next.run(req).await
         }
         Err(e) => {
-            let unauthorized = e.status == axum::http::StatusCode::UNAUTHORIZED;
+            let unauthorized = e.status() == StatusCode::UNAUTHORIZED;
             let mut response = e.into_response();
             if unauthorized {
                 response

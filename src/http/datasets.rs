@@ -12,13 +12,13 @@ use super::error::{ApiError, ApiResult};
 use super::extract::Tenant;
 use super::upload::{TempUpload, read_form};
 use crate::datasets::{self, DatasetError, ParsedDataset, stored};
+use crate::error_code::Code;
 use crate::store::datasets::DatasetRecord;
 use crate::store::now;
 
 pub(super) fn multipart_required(r: MultipartRejection) -> ApiError {
     ApiError::new(
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "multipart_required",
+        Code::MultipartRequired,
         format!(
             "send the file as multipart/form-data in a part named `file` (curl -F file=@data.csv): {r}"
         ),
@@ -33,7 +33,7 @@ fn parse_upload(
 ) -> Result<ParsedDataset, DatasetError> {
     if upload.size == 0 {
         return Err(DatasetError::invalid(
-            "empty_file",
+            Code::EmptyFile,
             "the uploaded file is empty; send a CSV, JSONL or ZIP file with labelled examples",
         ));
     }
@@ -54,8 +54,8 @@ pub async fn create(
     let multipart = multipart.map_err(multipart_required)?;
     let mut form = read_form(multipart, &st.artifacts, st.config.max_upload_bytes()).await?;
     let Some(upload) = form.file.take() else {
-        return Err(ApiError::unprocessable(
-            "missing_file",
+        return Err(ApiError::new(
+            Code::MissingFile,
             "the form has no `file` part; send the dataset as -F file=@data.csv",
         ));
     };
@@ -67,8 +67,8 @@ pub async fn create(
         .or_else(|| upload.file_name.clone())
         .unwrap_or_else(|| "dataset".into());
     if name.chars().count() > 200 {
-        return Err(ApiError::unprocessable(
-            "name_too_long",
+        return Err(ApiError::new(
+            Code::NameTooLong,
             "the dataset name must be at most 200 characters",
         ));
     }
@@ -144,7 +144,7 @@ pub async fn show(
         .get_dataset(&tenant, &id)
         .await?
         .map(Json)
-        .ok_or_else(|| ApiError::not_found("dataset", &id))
+        .ok_or_else(|| ApiError::not_found(Code::DatasetNotFound, &id))
 }
 
 pub async fn delete(
@@ -153,11 +153,11 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     if st.db.get_dataset(&tenant, &id).await?.is_none() {
-        return Err(ApiError::not_found("dataset", &id));
+        return Err(ApiError::not_found(Code::DatasetNotFound, &id));
     }
     if st.db.active_jobs_on_dataset(&id).await? > 0 {
-        return Err(ApiError::conflict(
-            "dataset_in_use",
+        return Err(ApiError::new(
+            Code::DatasetInUse,
             "a queued or running job uses this dataset; cancel it or wait for it to finish, then delete",
         ));
     }
@@ -186,13 +186,13 @@ pub async fn suspects(
         .db
         .get_dataset(&tenant, &id)
         .await?
-        .ok_or_else(|| ApiError::not_found("dataset", &id))?;
+        .ok_or_else(|| ApiError::not_found(Code::DatasetNotFound, &id))?;
     let model = match &q.model_id {
         Some(mid) => st
             .db
             .get_model(&tenant, mid)
             .await?
-            .ok_or_else(|| ApiError::not_found("model", mid))?,
+            .ok_or_else(|| ApiError::not_found(Code::ModelNotFound, mid))?,
         None => st
             .db
             .list_models(&tenant)
@@ -200,15 +200,15 @@ pub async fn suspects(
             .into_iter()
             .find(|m| m.dataset_id == dataset.id)
             .ok_or_else(|| {
-                ApiError::conflict(
-                    "no_model_for_dataset",
+                ApiError::new(
+                    Code::NoModelForDataset,
                     "no model has been trained on this dataset yet; run a job on it first",
                 )
             })?,
     };
     if model.dataset_id != dataset.id {
-        return Err(ApiError::unprocessable(
-            "model_not_trained_on_dataset",
+        return Err(ApiError::new(
+            Code::ModelNotTrainedOnDataset,
             format!(
                 "model {} was trained on dataset {:?}, not {}; pass a model trained on this dataset",
                 model.id, model.dataset_id, dataset.id

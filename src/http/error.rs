@@ -1,97 +1,97 @@
 //! The one mapping from every error to an HTTP answer:
-//! `{"error": {"code": "<snake_case>", "message": "<what and how to fix>"}}`.
-//! Internal failures are logged with their details and shown to clients as a generic 500.
-
-use std::borrow::Cow;
+//! `{"error": {"code": "<snake_case>", "message": "<what and how to fix>"}}`, with the
+//! status of its [`Code`]. Any layer's error (anything that implements [`ErrorCode`])
+//! converts with `?`. Failures that are not the client's (`internal_error`,
+//! `model_corrupt`) are logged here, once, as they are answered, and clients get a fixed
+//! message instead of their details.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::backbones::BackboneError;
-use crate::datasets::DatasetError;
-use crate::serve::ServeError;
-use crate::store::StoreError;
+use crate::error_code::{Code, ErrorCode};
 
 #[derive(Debug)]
 pub struct ApiError {
-    pub status: StatusCode,
-    pub code: Cow<'static, str>,
-    pub message: String,
-    pub retry_after: Option<u64>,
+    code: Code,
+    /// Shown to the client, except for codes whose cause is hidden (then only logged).
+    message: String,
+    retry_after: Option<u64>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
+/// For the codes whose cause is the server's: the line their details are logged under, and
+/// what clients are told instead of the details.
+fn hidden(code: Code) -> Option<(&'static str, &'static str)> {
+    match code {
+        Code::Internal => Some((
+            "internal error",
+            "an internal error occurred; it has been logged",
+        )),
+        Code::ModelCorrupt => Some((
+            "model files are damaged",
+            "this model's files on the server are damaged and it cannot predict; retrain it or upload its archive again (details are in the server log)",
+        )),
+        _ => None,
+    }
+}
+
 impl ApiError {
-    pub fn new(
-        status: StatusCode,
-        code: impl Into<Cow<'static, str>>,
-        message: impl Into<String>,
-    ) -> Self {
+    /// An answer with `code`'s status. For `internal_error` and `model_corrupt`, `message`
+    /// is logged and never sent.
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
         ApiError {
-            status,
-            code: code.into(),
+            code,
             message: message.into(),
             retry_after: None,
         }
     }
 
-    pub fn not_found(what: &str, id: &str) -> Self {
+    /// `<what>_not_found` (404) for the id asked for.
+    pub fn not_found(code: Code, id: &str) -> Self {
+        debug_assert!(code.name().ends_with("_not_found"), "{code:?}");
+        let what = code.name().trim_end_matches("_not_found");
         ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("{what}_not_found"),
+            code,
             format!("no {what} with id {id:?}; list them with GET /v1/{what}s"),
         )
     }
 
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, code, message)
-    }
-
-    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
-    }
-
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::CONFLICT, code, message)
-    }
-
-    pub fn too_large(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
-    }
-
-    pub fn overloaded(message: impl Into<String>, retry_after: u64) -> Self {
-        ApiError {
-            retry_after: Some(retry_after),
-            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message)
-        }
-    }
-
-    /// Over a per-key rate limit (429).
-    pub fn rate_limited(message: impl Into<String>, retry_after: u64) -> Self {
-        ApiError {
-            retry_after: Some(retry_after),
-            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
-        }
-    }
-
-    /// A failure that is not the client's: log the details, answer a generic 500.
+    /// A failure that is not the client's: the details are logged, the answer is a
+    /// generic 500.
     pub fn internal(err: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %err, "internal error");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            "an internal error occurred; it has been logged",
-        )
+        ApiError::new(Code::Internal, err.to_string())
+    }
+
+    /// Adds a `Retry-After` header (seconds).
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    pub fn code(&self) -> Code {
+        self.code
+    }
+
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.code.status()).expect("the code table holds valid statuses")
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
-        let mut response = (self.status, body).into_response();
+        let status = self.status();
+        let message = match hidden(self.code) {
+            Some((log, public)) => {
+                tracing::error!(code = self.code.name(), error = %self.message, "{log}");
+                public.to_string()
+            }
+            None => self.message,
+        };
+        let body = Json(json!({"error": {"code": self.code.name(), "message": message}}));
+        let mut response = (status, body).into_response();
         if let Some(secs) = self.retry_after {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
@@ -102,54 +102,68 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        ApiError::internal(e)
+/// Every layer's error answers with its own code.
+impl<E: ErrorCode> From<E> for ApiError {
+    fn from(e: E) -> Self {
+        let code = e.code();
+        let message = match hidden(code) {
+            // The details, for the log.
+            Some(_) => e.to_string(),
+            None => e.public_message(),
+        };
+        ApiError::new(code, message)
     }
 }
 
-impl From<DatasetError> for ApiError {
-    fn from(e: DatasetError) -> Self {
-        match e {
-            DatasetError::Invalid { code, message } => ApiError::unprocessable(code, message),
-            DatasetError::UnsupportedFormat(m) => {
-                ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_format", m)
-            }
-            DatasetError::TooLarge(m) => ApiError::too_large(m),
-            DatasetError::Io(e) => ApiError::internal(e),
-        }
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl From<BackboneError> for ApiError {
-    fn from(e: BackboneError) -> Self {
-        match e {
-            BackboneError::Unknown(_) => ApiError::unprocessable("unknown_backbone", e.to_string()),
-            BackboneError::Unavailable { .. } => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "backbone_unavailable",
-                e.to_string(),
-            ),
-            BackboneError::Input(m) => ApiError::unprocessable("invalid_input", m),
-            BackboneError::Load { .. } => ApiError::internal(e),
-        }
+    async fn body(e: ApiError) -> (StatusCode, Option<String>, serde_json::Value) {
+        let r = e.into_response();
+        let retry = r
+            .headers()
+            .get(header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().to_string());
+        let status = r.status();
+        let bytes = axum::body::to_bytes(r.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, retry, serde_json::from_slice(&bytes).unwrap())
     }
-}
 
-impl From<ServeError> for ApiError {
-    fn from(e: ServeError) -> Self {
-        match e {
-            ServeError::BadInput(m) => ApiError::unprocessable("invalid_input", m),
-            ServeError::Backbone(b) => b.into(),
-            ServeError::Corrupt(m) => {
-                tracing::error!(error = %m, "model files are damaged");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "model_corrupt",
-                    "this model's files on the server are damaged and it cannot predict; retrain it or upload its archive again (details are in the server log)",
-                )
-            }
-            ServeError::Inference(e) => ApiError::internal(e),
+    #[tokio::test]
+    async fn answers_carry_the_code_and_its_status() {
+        let (status, retry, json) = body(ApiError::not_found(Code::JobNotFound, "j1")).await;
+        assert_eq!((status, retry), (StatusCode::NOT_FOUND, None));
+        assert_eq!(json["error"]["code"], "job_not_found");
+        assert_eq!(
+            json["error"]["message"],
+            "no job with id \"j1\"; list them with GET /v1/jobs"
+        );
+        let busy = ApiError::new(Code::Overloaded, "busy").retry_after(1);
+        let (status, retry, _) = body(busy).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry.as_deref(), Some("1"));
+    }
+
+    #[tokio::test]
+    async fn internal_details_are_never_sent() {
+        let store = crate::store::StoreError::Io {
+            path: "/secret/path".into(),
+            source: std::io::Error::other("disk on fire"),
+        };
+        for e in [
+            ApiError::internal("disk on fire at /secret/path"),
+            ApiError::from(store),
+            ApiError::from(crate::serve::ServeError::Corrupt("/secret/path".into())),
+        ] {
+            let code = e.code();
+            let (status, _, json) = body(e).await;
+            assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+            assert_eq!(json["error"]["code"], code.name());
+            let message = json["error"]["message"].as_str().unwrap();
+            assert!(!message.contains("secret"), "{message}");
         }
     }
 }

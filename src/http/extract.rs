@@ -8,6 +8,7 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
+use crate::error_code::Code;
 
 /// `Json<T>` whose rejections are API errors.
 pub struct ApiJson<T>(pub T);
@@ -26,27 +27,27 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 fn json_error(rejection: JsonRejection) -> ApiError {
     match rejection {
         JsonRejection::MissingJsonContentType(_) => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            Code::UnsupportedMediaType,
             "send a JSON body with the header Content-Type: application/json",
         ),
-        JsonRejection::JsonSyntaxError(e) => ApiError::bad_request(
-            "malformed_json",
+        JsonRejection::JsonSyntaxError(e) => ApiError::new(
+            Code::MalformedJson,
             format!("the body is not valid JSON: {}", e.body_text()),
         ),
         JsonRejection::JsonDataError(e) => {
-            ApiError::unprocessable("invalid_request", clean_serde_message(&e.body_text()))
+            ApiError::new(Code::InvalidRequest, clean_serde_message(&e.body_text()))
         }
         JsonRejection::BytesRejection(e) => {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::too_large(
+                ApiError::new(
+                    Code::PayloadTooLarge,
                     "the request body is larger than the configured limit (WARMSTART_MAX_BODY_MB)",
                 )
             } else {
-                ApiError::bad_request("unreadable_body", e.body_text())
+                ApiError::new(Code::UnreadableBody, e.body_text())
             }
         }
-        other => ApiError::bad_request("invalid_request", other.body_text()),
+        other => ApiError::new(Code::InvalidRequest, other.body_text()),
     }
 }
 

@@ -16,10 +16,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, Tenant};
+use crate::error_code::Code;
+use crate::jobs::submit::submit;
 use crate::jobs::{CancelOutcome, JobSpec};
 use crate::store::jobs::{JobEvent, JobRecord, JobStatus};
-use crate::train::budget::{BackboneQuery, choose_backbone};
-use crate::train::hyper::DataProfile;
 
 pub async fn create(
     State(st): State<AppState>,
@@ -28,87 +28,15 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<JobRecord>)> {
     let spec: JobSpec = serde_path_to_error::deserialize(body).map_err(|e| {
         let at = e.path().to_string();
-        ApiError::unprocessable(
-            "invalid_request",
+        ApiError::new(
+            Code::InvalidRequest,
             format!(
                 "invalid job request at `{at}`: {}; see GET /openapi.json for the fields",
                 e.inner()
             ),
         )
     })?;
-    spec.hyperparameters
-        .validate()
-        .map_err(|e| ApiError::unprocessable("invalid_hyperparameter", e.to_string()))?;
-    if let Some(v) = &spec.validation {
-        v.validate()
-            .map_err(|e| ApiError::unprocessable("invalid_validation", e.to_string()))?;
-    }
-    if let Some(url) = &spec.webhook_url {
-        st.queue
-            .webhooks()
-            .check_target(url)
-            .await
-            .map_err(|m| ApiError::unprocessable("invalid_webhook_url", m))?;
-    }
-    if spec.time_budget_s == Some(0) {
-        return Err(ApiError::unprocessable(
-            "invalid_time_budget",
-            "time_budget_s must be at least 1 second (or leave it out for no cap)",
-        ));
-    }
-    let dataset = st
-        .db
-        .get_dataset(&tenant, &spec.dataset_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("dataset", &spec.dataset_id))?;
-    let counts: Vec<usize> = dataset
-        .labels
-        .iter()
-        .map(|l| dataset.label_counts.get(l).copied().unwrap_or(0))
-        .collect();
-    let data = DataProfile::of_counts(dataset.modality, &counts);
-    let choice = choose_backbone(
-        &BackboneQuery {
-            requested: &spec.backbone,
-            default_id: st.catalog.default_for(dataset.modality),
-            data: &data,
-            hyperparameters: &spec.hyperparameters,
-            validation: spec.validation.as_ref(),
-            time_budget_s: spec.time_budget_s,
-        },
-        |id| st.catalog.info(id).is_some_and(|b| b.available),
-    );
-    let backbone = choice.id.clone();
-    let Some(info) = st.catalog.info(&backbone) else {
-        let known: Vec<&str> = st.catalog.list().iter().map(|b| b.id).collect();
-        return Err(ApiError::unprocessable(
-            "unknown_backbone",
-            format!("unknown backbone {backbone:?}; use \"auto\" or one of {known:?}"),
-        ));
-    };
-    if info.modality != dataset.modality {
-        return Err(ApiError::unprocessable(
-            "backbone_modality_mismatch",
-            format!(
-                "backbone {backbone:?} is for {} data but dataset {} holds {} examples; use \"auto\" or a {} backbone",
-                info.modality.as_str(),
-                dataset.id,
-                dataset.modality.as_str(),
-                dataset.modality.as_str()
-            ),
-        ));
-    }
-    if !info.available {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "backbone_unavailable",
-            format!(
-                "backbone {backbone:?} is not installed on this server; the operator must run scripts/fetch-backbones.sh"
-            ),
-        ));
-    }
-    let job = st.queue.enqueue(&tenant, &spec, &choice).await?;
-    tracing::info!(job = %job.id, dataset = %dataset.id, "job queued");
+    let job = submit(&st.queue, &st.catalog, &tenant, &spec).await?;
     Ok((StatusCode::CREATED, Json(job)))
 }
 
@@ -120,7 +48,7 @@ async fn find(st: &AppState, tenant: &str, id: &str) -> ApiResult<JobRecord> {
     st.db
         .get_job(tenant, id)
         .await?
-        .ok_or_else(|| ApiError::not_found("job", id))
+        .ok_or_else(|| ApiError::not_found(Code::JobNotFound, id))
 }
 
 pub async fn show(
@@ -139,25 +67,21 @@ pub async fn cancel(
     match st.queue.cancel(&tenant, &id).await? {
         CancelOutcome::Cancelled(job) => Ok(Json(job)),
         CancelOutcome::AlreadyFinished(job) if job.status == JobStatus::Cancelled => Ok(Json(job)),
-        CancelOutcome::AlreadyFinished(job) => Err(ApiError::conflict(
-            "job_finished",
+        CancelOutcome::AlreadyFinished(job) => Err(ApiError::new(
+            Code::JobFinished,
             format!(
                 "job {id} already {}; only queued or running jobs can be cancelled",
                 job.status.as_str()
             ),
         )),
-        CancelOutcome::NotFound => Err(ApiError::not_found("job", &id)),
+        CancelOutcome::NotFound => Err(ApiError::not_found(Code::JobNotFound, &id)),
     }
-}
-
-fn is_terminal_event(kind: &str) -> bool {
-    matches!(kind, "succeeded" | "failed" | "cancelled")
 }
 
 fn sse_event(e: &JobEvent) -> Event {
     Event::default()
         .id(e.seq.to_string())
-        .event(e.kind.clone())
+        .event(e.kind.as_str())
         .json_data(e)
         .unwrap_or_else(|_| Event::default().data("{}"))
 }
@@ -202,7 +126,7 @@ pub async fn events(
                     continue;
                 }
                 *last = e.seq;
-                done |= is_terminal_event(&e.kind);
+                done |= e.kind.is_terminal();
                 out.push(sse_event(&e));
             }
             async move {

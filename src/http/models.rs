@@ -21,6 +21,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, Tenant};
 use super::upload::read_form;
 use crate::backbones::catalog::Modality;
+use crate::error_code::Code;
 use crate::serve::{Inputs, Prediction};
 use crate::store::models::ModelRecord;
 use crate::store::now;
@@ -35,7 +36,7 @@ async fn find(st: &AppState, tenant: &str, id: &str) -> ApiResult<ModelRecord> {
     st.db
         .get_model(tenant, id)
         .await?
-        .ok_or_else(|| ApiError::not_found("model", id))
+        .ok_or_else(|| ApiError::not_found(Code::ModelNotFound, id))
 }
 
 pub async fn list(State(st): State<AppState>, Tenant(tenant): Tenant) -> ApiResult<Json<Value>> {
@@ -56,7 +57,7 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     if !st.db.delete_model(&tenant, &id).await? {
-        return Err(ApiError::not_found("model", &id));
+        return Err(ApiError::not_found(Code::ModelNotFound, &id));
     }
     st.models.evict(&id);
     st.artifacts.remove_dir(&st.artifacts.model_dir(&id))?;
@@ -74,10 +75,7 @@ pub struct PredictRequest {
 fn check_top_k(top_k: Option<usize>, labels: usize) -> ApiResult<usize> {
     match top_k {
         None => Ok(labels.min(3)),
-        Some(0) => Err(ApiError::unprocessable(
-            "invalid_top_k",
-            "top_k must be at least 1",
-        )),
+        Some(0) => Err(ApiError::new(Code::InvalidTopK, "top_k must be at least 1")),
         Some(k) => Ok(k.min(labels)),
     }
 }
@@ -87,13 +85,13 @@ fn text_inputs(inputs: Vec<Value>, max_chars: usize) -> ApiResult<Vec<String>> {
         .into_iter()
         .enumerate()
         .map(|(i, v)| match v {
-            Value::String(s) if s.chars().count() > max_chars => Err(ApiError::unprocessable(
-                "input_too_long",
+            Value::String(s) if s.chars().count() > max_chars => Err(ApiError::new(
+                Code::InputTooLong,
                 format!("inputs[{i}] has more than {max_chars} characters (WARMSTART_MAX_TEXT_CHARS)"),
             )),
             Value::String(s) => Ok(s),
-            _ => Err(ApiError::unprocessable(
-                "invalid_input",
+            _ => Err(ApiError::new(
+                Code::InvalidInput,
                 format!("inputs[{i}] must be a string: this is a text model, send {{\"inputs\": [\"some text\", ...]}}"),
             )),
         })
@@ -107,8 +105,8 @@ fn image_inputs(inputs: Vec<Value>) -> ApiResult<Vec<Vec<u8>>> {
         .enumerate()
         .map(|(i, v)| {
             let b64 = v.get("image_base64").and_then(Value::as_str).ok_or_else(|| {
-                ApiError::unprocessable(
-                    "invalid_input",
+                ApiError::new(
+                    Code::InvalidInput,
                     format!("inputs[{i}] must be {{\"image_base64\": \"...\"}}: this is an image model (or send multipart `file` parts)"),
                 )
             })?;
@@ -117,8 +115,8 @@ fn image_inputs(inputs: Vec<Value>) -> ApiResult<Vec<Vec<u8>>> {
             base64::engine::general_purpose::STANDARD
                 .decode(b64.trim())
                 .map_err(|e| {
-                    ApiError::unprocessable(
-                        "invalid_input",
+                    ApiError::new(
+                        Code::InvalidInput,
                         format!("inputs[{i}].image_base64 is not valid base64 ({e})"),
                     )
                 })
@@ -131,18 +129,21 @@ async fn multipart_inputs(mut mp: Multipart) -> ApiResult<(Vec<Vec<u8>>, Option<
     let mut files = Vec::new();
     let mut top_k = None;
     while let Some(field) = mp.next_field().await.map_err(|e| {
-        ApiError::bad_request(
-            "malformed_multipart",
+        ApiError::new(
+            Code::MalformedMultipart,
             format!("cannot read the multipart body: {e}"),
         )
     })? {
         let name = field.name().unwrap_or("").to_string();
         let bytes = field.bytes().await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::too_large("the request is larger than the limit (WARMSTART_MAX_BODY_MB)")
+                ApiError::new(
+                    Code::PayloadTooLarge,
+                    "the request is larger than the limit (WARMSTART_MAX_BODY_MB)",
+                )
             } else {
-                ApiError::bad_request(
-                    "malformed_multipart",
+                ApiError::new(
+                    Code::MalformedMultipart,
                     format!("cannot read part {name:?}: {e}"),
                 )
             }
@@ -152,12 +153,12 @@ async fn multipart_inputs(mut mp: Multipart) -> ApiResult<(Vec<Vec<u8>>, Option<
             "top_k" => {
                 let text = String::from_utf8_lossy(&bytes);
                 top_k = Some(text.trim().parse().map_err(|_| {
-                    ApiError::unprocessable("invalid_top_k", "top_k must be a positive integer")
+                    ApiError::new(Code::InvalidTopK, "top_k must be a positive integer")
                 })?);
             }
             other => {
-                return Err(ApiError::unprocessable(
-                    "unexpected_field",
+                return Err(ApiError::new(
+                    Code::UnexpectedField,
                     format!(
                         "unexpected form field {other:?}; send images as `file` parts and optionally `top_k`"
                     ),
@@ -188,8 +189,8 @@ pub async fn predict(
             .map_err(multipart_required)?;
         let (files, top_k) = multipart_inputs(mp).await?;
         if record.modality == Modality::Text {
-            return Err(ApiError::unprocessable(
-                "invalid_input",
+            return Err(ApiError::new(
+                Code::InvalidInput,
                 "this is a text model; send JSON {\"inputs\": [\"some text\", ...]}",
             ));
         }
@@ -203,24 +204,28 @@ pub async fn predict(
         (inputs, req.top_k)
     };
     if inputs.is_empty() {
-        return Err(ApiError::unprocessable(
-            "no_inputs",
+        return Err(ApiError::new(
+            Code::NoInputs,
             "no inputs: send at least one (JSON `inputs`, or multipart `file` parts)",
         ));
     }
     if inputs.len() > MAX_PREDICT_INPUTS {
-        return Err(ApiError::too_large(format!(
-            "{} inputs in one request; send at most {MAX_PREDICT_INPUTS} per request",
-            inputs.len()
-        )));
+        return Err(ApiError::new(
+            Code::PayloadTooLarge,
+            format!(
+                "{} inputs in one request; send at most {MAX_PREDICT_INPUTS} per request",
+                inputs.len()
+            ),
+        ));
     }
     let top_k = check_top_k(top_k, record.labels.len())?;
     let Ok(_admitted) = st.predict_admission.clone().try_acquire_owned() else {
         st.counters.predict_rejected.fetch_add(1, Ordering::Relaxed);
-        return Err(ApiError::overloaded(
+        return Err(ApiError::new(
+            Code::Overloaded,
             "too many predict requests are waiting; retry shortly",
-            1,
-        ));
+        )
+        .retry_after(1));
     };
     let _computing = st
         .predict_compute
@@ -305,7 +310,7 @@ fn unpack_model_archive(
     staging: &std::path::Path,
     limit: u64,
 ) -> Result<Value, ApiError> {
-    let bad = |m: String| ApiError::unprocessable("invalid_model_archive", m);
+    let bad = |m: String| ApiError::new(Code::InvalidModelArchive, m);
     let file = std::fs::File::open(archive).map_err(ApiError::internal)?;
     let mut zip = zip::ZipArchive::new(file).map_err(|e| {
         bad(format!(
@@ -329,7 +334,8 @@ fn unpack_model_archive(
         }
         total = total.saturating_add(entry.size());
         if total > limit {
-            return Err(ApiError::too_large(
+            return Err(ApiError::new(
+                Code::PayloadTooLarge,
                 "the archive unpacks to more than the upload limit",
             ));
         }
@@ -370,8 +376,8 @@ pub async fn import(
     let multipart = multipart.map_err(multipart_required)?;
     let form = read_form(multipart, &st.artifacts, st.config.max_upload_bytes()).await?;
     let Some(upload) = form.file else {
-        return Err(ApiError::unprocessable(
-            "missing_file",
+        return Err(ApiError::new(
+            Code::MissingFile,
             "the form has no `file` part; send the archive as -F file=@model.zip",
         ));
     };
@@ -384,8 +390,8 @@ pub async fn import(
         let staging = artifacts.staging_dir()?;
         let result = unpack_model_archive(&upload.path, &staging, limit).and_then(|metrics| {
             let config = models.verify(&staging).map_err(|e| {
-                ApiError::unprocessable(
-                    "invalid_model_archive",
+                ApiError::new(
+                    Code::InvalidModelArchive,
                     format!("the archive does not hold a loadable model: {e}"),
                 )
             })?;

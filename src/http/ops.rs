@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
+use crate::error_code::Code;
 
 pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
@@ -103,8 +104,7 @@ pub async fn openapi() -> impl IntoResponse {
 
 pub async fn api_not_found(uri: Uri) -> ApiError {
     ApiError::new(
-        StatusCode::NOT_FOUND,
-        "route_not_found",
+        Code::RouteNotFound,
         format!("no API route {}; see GET /openapi.json", uri.path()),
     )
 }

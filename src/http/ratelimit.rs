@@ -14,6 +14,7 @@ use parking_lot::Mutex;
 use super::AppState;
 use super::auth::Caller;
 use super::error::ApiError;
+use crate::error_code::Code;
 
 /// One token bucket per key: `burst` tokens at most, `per_sec` added each second.
 pub struct RateLimiter {
@@ -77,13 +78,14 @@ fn key_of(req: &Request) -> String {
 pub async fn limit_predict(State(st): State<AppState>, req: Request, next: Next) -> Response {
     match st.rates.predict.take(&key_of(&req), Instant::now()) {
         Ok(()) => next.run(req).await,
-        Err(wait) => ApiError::rate_limited(
+        Err(wait) => ApiError::new(
+            Code::RateLimited,
             format!(
                 "more than {} predict requests per second (burst {}) with this API key (WARMSTART_PREDICT_RATE, WARMSTART_PREDICT_BURST); retry after {wait} s",
                 st.config.predict_rate, st.config.predict_burst
             ),
-            wait,
         )
+        .retry_after(wait)
         .into_response(),
     }
 }
@@ -92,13 +94,14 @@ pub async fn limit_predict(State(st): State<AppState>, req: Request, next: Next)
 pub async fn limit_upload(State(st): State<AppState>, req: Request, next: Next) -> Response {
     match st.rates.upload.take(&key_of(&req), Instant::now()) {
         Ok(()) => next.run(req).await,
-        Err(wait) => ApiError::rate_limited(
+        Err(wait) => ApiError::new(
+            Code::RateLimited,
             format!(
                 "more than {} uploads per minute (burst {}) with this API key (WARMSTART_UPLOAD_RATE, WARMSTART_UPLOAD_BURST); retry after {wait} s",
                 st.config.upload_rate, st.config.upload_burst
             ),
-            wait,
         )
+        .retry_after(wait)
         .into_response(),
     }
 }

@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use tokio::io::AsyncWriteExt;
 
 use super::error::{ApiError, ApiResult};
+use crate::error_code::Code;
 use crate::store::Artifacts;
 
 /// A received file, deleted when dropped unless moved away first.
@@ -34,10 +35,13 @@ pub struct UploadForm {
 
 fn multipart_error(e: MultipartError) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::too_large("the upload is larger than the limit (WARMSTART_MAX_UPLOAD_MB)")
+        ApiError::new(
+            Code::PayloadTooLarge,
+            "the upload is larger than the limit (WARMSTART_MAX_UPLOAD_MB)",
+        )
     } else {
-        ApiError::bad_request(
-            "malformed_multipart",
+        ApiError::new(
+            Code::MalformedMultipart,
             format!(
                 "cannot read the multipart body ({e}); send multipart/form-data, e.g. curl -F file=@data.csv"
             ),
@@ -64,10 +68,13 @@ async fn save_field(
     while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
         upload.size += chunk.len() as u64;
         if upload.size > limit {
-            return Err(ApiError::too_large(format!(
-                "the upload is larger than the limit of {} MB (WARMSTART_MAX_UPLOAD_MB); upload a smaller file",
-                limit >> 20
-            )));
+            return Err(ApiError::new(
+                Code::PayloadTooLarge,
+                format!(
+                    "the upload is larger than the limit of {} MB (WARMSTART_MAX_UPLOAD_MB); upload a smaller file",
+                    limit >> 20
+                ),
+            ));
         }
         if upload.head.len() < 4096 {
             let take = (4096 - upload.head.len()).min(chunk.len());
@@ -94,8 +101,8 @@ pub async fn read_form(
         let name = field.name().unwrap_or("").to_string();
         if name == "file" {
             if form.file.is_some() {
-                return Err(ApiError::unprocessable(
-                    "too_many_files",
+                return Err(ApiError::new(
+                    Code::TooManyFiles,
                     "send exactly one `file` part per upload",
                 ));
             }
@@ -103,8 +110,8 @@ pub async fn read_form(
         } else {
             let value = field.text().await.map_err(multipart_error)?;
             if value.len() > 10_000 {
-                return Err(ApiError::unprocessable(
-                    "field_too_long",
+                return Err(ApiError::new(
+                    Code::FieldTooLong,
                     format!("the form field {name:?} is longer than 10000 bytes"),
                 ));
             }

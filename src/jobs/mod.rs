@@ -3,7 +3,9 @@
 //! dedicated worker threads ([`worker`]) claim queued jobs atomically, run the training
 //! recipe, and report progress as events that are stored and broadcast for live streams.
 
+pub mod failure;
 pub mod queue;
+pub mod submit;
 pub mod webhook;
 pub mod worker;
 

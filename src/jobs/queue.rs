@@ -12,7 +12,8 @@ use uuid::Uuid;
 
 use super::webhook::Webhooks;
 use super::{JobSpec, MAX_ATTEMPTS};
-use crate::store::jobs::{JobEvent, JobRecord, Stage, event_from_row, job_from_row};
+use crate::error_code::Code;
+use crate::store::jobs::{EventKind, JobEvent, JobRecord, Stage, event_from_row, job_from_row};
 use crate::store::models::ModelRecord;
 use crate::store::{Db, StoreResult, now, to_json};
 use crate::train::{BackboneChoice, Recipe};
@@ -69,7 +70,7 @@ pub struct Queue {
 
 /// A new event to append.
 pub struct NewEvent<'a> {
-    pub kind: &'a str,
+    pub kind: EventKind,
     pub stage: Option<Stage>,
     pub epoch: Option<u32>,
     pub metrics: Option<&'a Value>,
@@ -77,7 +78,7 @@ pub struct NewEvent<'a> {
 }
 
 impl<'a> NewEvent<'a> {
-    pub fn message(kind: &'a str, message: &'a str) -> Self {
+    pub fn message(kind: EventKind, message: &'a str) -> Self {
         NewEvent {
             kind,
             stage: None,
@@ -127,7 +128,7 @@ impl Queue {
         )
         .bind(job_id)
         .bind(now())
-        .bind(e.kind)
+        .bind(e.kind.as_str())
         .bind(e.stage.map(Stage::as_str))
         .bind(e.epoch.map(|v| v as i64))
         .bind(e.metrics.map(to_json))
@@ -160,7 +161,7 @@ impl Queue {
         .bind(now())
         .fetch_one(&self.db.pool)
         .await?;
-        self.add_event(&id, NewEvent::message("queued", "job queued"))
+        self.add_event(&id, NewEvent::message(EventKind::Queued, "job queued"))
             .await?;
         self.signal.notify();
         job_from_row(&row)
@@ -182,7 +183,7 @@ impl Queue {
         let job = job_from_row(&row)?;
         self.add_event(
             &job.id,
-            NewEvent::message("started", "a worker started the job"),
+            NewEvent::message(EventKind::Started, "a worker started the job"),
         )
         .await?;
         Ok(Some(job))
@@ -211,7 +212,7 @@ impl Queue {
             self.add_event(
                 job_id,
                 NewEvent {
-                    kind: "stage",
+                    kind: EventKind::Stage,
                     stage: Some(stage),
                     epoch: None,
                     metrics: None,
@@ -284,7 +285,7 @@ impl Queue {
         self.add_event(
             job_id,
             NewEvent {
-                kind: "succeeded",
+                kind: EventKind::Succeeded,
                 stage: Some(Stage::Evaluating),
                 epoch: None,
                 metrics: Some(&model.metrics),
@@ -296,20 +297,20 @@ impl Queue {
         Ok(true)
     }
 
-    /// Marks a running job failed with a reason shown to the user.
-    pub async fn fail(&self, job_id: &str, code: &str, message: &str) -> StoreResult<()> {
+    /// Marks a running job failed with its code and a reason shown to the user.
+    pub async fn fail(&self, job_id: &str, code: Code, message: &str) -> StoreResult<()> {
         let done = sqlx::query(
             "UPDATE jobs SET status = 'failed', error_code = ?, error_message = ?, finished_at = ?
              WHERE id = ? AND status = 'running'",
         )
-        .bind(code)
+        .bind(code.name())
         .bind(message)
         .bind(now())
         .bind(job_id)
         .execute(&self.db.pool)
         .await?;
         if done.rows_affected() > 0 {
-            self.add_event(job_id, NewEvent::message("failed", message))
+            self.add_event(job_id, NewEvent::message(EventKind::Failed, message))
                 .await?;
             self.finished(job_id).await?;
         }
@@ -326,7 +327,7 @@ impl Queue {
         .execute(&self.db.pool)
         .await?;
         if done.rows_affected() > 0 {
-            self.add_event(job_id, NewEvent::message("requeued", message))
+            self.add_event(job_id, NewEvent::message(EventKind::Requeued, message))
                 .await?;
             self.signal.notify();
         }
@@ -349,7 +350,7 @@ impl Queue {
             self.cancelled.lock().insert(job_id.to_string());
             self.add_event(
                 job_id,
-                NewEvent::message("cancelled", "job cancelled on request"),
+                NewEvent::message(EventKind::Cancelled, "job cancelled on request"),
             )
             .await?;
             self.finished(job_id).await?;
@@ -383,7 +384,7 @@ impl Queue {
             if attempts as u32 >= MAX_ATTEMPTS {
                 self.fail(
                     &id,
-                    "interrupted",
+                    Code::Interrupted,
                     &format!(
                         "the service stopped {attempts} times while this job ran; giving up. Check the server's memory and logs, then submit the job again"
                     ),

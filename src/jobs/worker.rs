@@ -12,11 +12,13 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 use uuid::Uuid;
 
+use super::failure::JobFailure;
 use super::queue::NewEvent;
 use super::{JobSpec, Queue};
 use crate::datasets::RawExample;
 use crate::datasets::stored::read_examples;
-use crate::store::jobs::{JobRecord, Stage};
+use crate::error_code::ErrorCode;
+use crate::store::jobs::{EventKind, JobRecord, Stage};
 use crate::store::models::ModelRecord;
 use crate::store::{Artifacts, now};
 use crate::train::{
@@ -145,7 +147,7 @@ impl Observer for JobObserver<'_> {
             q.add_event(
                 &self.job_id,
                 NewEvent {
-                    kind: "epoch",
+                    kind: EventKind::Epoch,
                     stage: Some(stage),
                     epoch: Some(epoch),
                     metrics: Some(&metrics),
@@ -158,7 +160,7 @@ impl Observer for JobObserver<'_> {
     fn log(&mut self, message: &str) {
         tracing::info!(job = %self.job_id, "{message}");
         let event = NewEvent {
-            kind: "log",
+            kind: EventKind::Log,
             stage: Some(self.stage),
             epoch: None,
             metrics: None,
@@ -173,35 +175,18 @@ impl Observer for JobObserver<'_> {
 }
 
 /// Loads the job's dataset as training examples.
-fn load_request(ctx: &WorkerContext, job: &JobRecord) -> Result<TrainRequest, (String, String)> {
-    let spec: JobSpec = serde_json::from_value(job.request.clone()).map_err(|e| {
-        (
-            "invalid_job".to_string(),
-            format!("the stored job request is unreadable: {e}"),
-        )
-    })?;
+fn load_request(ctx: &WorkerContext, job: &JobRecord) -> Result<TrainRequest, JobFailure> {
+    let spec: JobSpec =
+        serde_json::from_value(job.request.clone()).map_err(JobFailure::InvalidJob)?;
     let dataset = ctx
         .runtime
         .block_on(ctx.queue.db.get_dataset(&job.tenant, &spec.dataset_id))
-        .map_err(|e| ("internal_error".to_string(), e.to_string()))?
-        .ok_or_else(|| {
-            (
-                "dataset_not_found".to_string(),
-                format!(
-                    "dataset {} was deleted before the job ran; upload it again and resubmit",
-                    spec.dataset_id
-                ),
-            )
-        })?;
+        .map_err(JobFailure::Store)?
+        .ok_or_else(|| JobFailure::DatasetNotFound(spec.dataset_id.clone()))?;
     let dir = ctx.artifacts.dataset_dir(&dataset.id);
-    let raw = read_examples(&dir).map_err(|e| {
-        (
-            "dataset_unreadable".to_string(),
-            format!(
-                "the stored dataset {} cannot be read ({e}); upload it again",
-                dataset.id
-            ),
-        )
+    let raw = read_examples(&dir).map_err(|source| JobFailure::DatasetUnreadable {
+        id: dataset.id.clone(),
+        source,
     })?;
     let class_of: HashMap<&str, usize> = dataset
         .labels
@@ -244,15 +229,16 @@ fn run_job(ctx: &WorkerContext, job: JobRecord) {
     let started = Instant::now();
     tracing::info!(job = %job.id, dataset = %job.dataset_id, "job started");
     let q = &ctx.queue;
-    let fail = |code: &str, message: &str| {
-        tracing::warn!(job = %job.id, code, "job failed: {message}");
-        if let Err(e) = ctx.runtime.block_on(q.fail(&job.id, code, message)) {
+    let fail = |failure: JobFailure| {
+        let (code, message) = (failure.code(), failure.to_string());
+        tracing::warn!(job = %job.id, code = code.name(), "job failed: {message}");
+        if let Err(e) = ctx.runtime.block_on(q.fail(&job.id, code, &message)) {
             tracing::error!(job = %job.id, error = %e, "could not record the failure");
         }
     };
     let req = match load_request(ctx, &job) {
         Ok(r) => r,
-        Err((code, message)) => return fail(&code, &message),
+        Err(failure) => return fail(failure),
     };
     let mut obs = JobObserver {
         ctx,
@@ -274,14 +260,10 @@ fn run_job(ctx: &WorkerContext, job: JobRecord) {
             return;
         }
         Ok(Err(e)) => {
-            let message = match &e {
-                TrainError::Candle(_) | TrainError::Io(_) => {
-                    tracing::error!(job = %job.id, error = %e, "training error");
-                    format!("training failed: {e}")
-                }
-                _ => e.to_string(),
-            };
-            return fail(e.code(), &message);
+            if let TrainError::Candle(_) | TrainError::Io(_) = &e {
+                tracing::error!(job = %job.id, error = %e, "training error");
+            }
+            return fail(JobFailure::Train(e));
         }
         Err(panic) => {
             let what = panic
@@ -290,10 +272,7 @@ fn run_job(ctx: &WorkerContext, job: JobRecord) {
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown panic".into());
             tracing::error!(job = %job.id, "training panicked: {what}");
-            return fail(
-                "internal_error",
-                "training crashed unexpectedly; the error was logged",
-            );
+            return fail(JobFailure::Panicked);
         }
     };
 
@@ -325,12 +304,7 @@ fn run_job(ctx: &WorkerContext, job: JobRecord) {
             },
             other => other.to_string(),
         };
-        return fail(
-            "model_save_failed",
-            &format!(
-                "the model could not be written to the data folder ({cause}); nothing was kept. Free disk space or fix the folder's permissions, then resubmit the job"
-            ),
-        );
+        return fail(JobFailure::SaveFailed { cause });
     }
     let record = ModelRecord {
         id: model_id.clone(),
@@ -357,10 +331,7 @@ fn run_job(ctx: &WorkerContext, job: JobRecord) {
         Err(e) => {
             tracing::error!(job = %job.id, error = %e, "recording the model failed");
             let _ = ctx.artifacts.remove_dir(&dest);
-            fail(
-                "internal_error",
-                "the model could not be recorded; the error was logged",
-            );
+            fail(JobFailure::RecordFailed);
         }
     }
 }

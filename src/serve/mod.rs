@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::backbones::image::{ImageError, decode};
 use crate::backbones::registry::{LoadedBackbone, Registry};
 use crate::backbones::{BackboneError, Modality, WeightsMode};
+use crate::error_code::{Code, ErrorCode};
 use crate::train::artifact::{BACKBONE_FILE, ModelConfig, WEIGHTS_FILE, read_config, tensor_names};
 use crate::train::features::Standardizer;
 use crate::train::head::Head;
@@ -62,6 +63,24 @@ impl Inputs {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+impl ErrorCode for ServeError {
+    fn code(&self) -> Code {
+        match self {
+            ServeError::Corrupt(_) => Code::ModelCorrupt,
+            ServeError::Backbone(b) => b.code(),
+            ServeError::BadInput(_) => Code::InvalidInput,
+            ServeError::Inference(_) => Code::Internal,
+        }
+    }
+
+    fn public_message(&self) -> String {
+        match self {
+            ServeError::Backbone(b) => b.public_message(),
+            other => other.to_string(),
+        }
     }
 }
 

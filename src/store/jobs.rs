@@ -48,6 +48,64 @@ impl JobStatus {
     }
 }
 
+/// What an entry in a job's history records (its `kind`, also the SSE event name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    Queued,
+    /// A worker claimed the job.
+    Started,
+    /// The job entered a new stage.
+    Stage,
+    /// The end of an epoch, with its metrics.
+    Epoch,
+    Log,
+    /// Put back in the queue (shutdown or restart while it ran).
+    Requeued,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Queued => "queued",
+            EventKind::Started => "started",
+            EventKind::Stage => "stage",
+            EventKind::Epoch => "epoch",
+            EventKind::Log => "log",
+            EventKind::Requeued => "requeued",
+            EventKind::Succeeded => "succeeded",
+            EventKind::Failed => "failed",
+            EventKind::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => EventKind::Queued,
+            "started" => EventKind::Started,
+            "stage" => EventKind::Stage,
+            "epoch" => EventKind::Epoch,
+            "log" => EventKind::Log,
+            "requeued" => EventKind::Requeued,
+            "succeeded" => EventKind::Succeeded,
+            "failed" => EventKind::Failed,
+            "cancelled" => EventKind::Cancelled,
+            _ => return None,
+        })
+    }
+
+    /// Whether the job ends with this event (nothing follows it).
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            EventKind::Succeeded | EventKind::Failed | EventKind::Cancelled
+        )
+    }
+}
+
 /// Which step of the recipe a running job is in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -130,7 +188,7 @@ pub struct JobEvent {
     #[serde(skip)]
     pub job_id: String,
     pub at: String,
-    pub kind: String,
+    pub kind: EventKind,
     pub stage: Option<Stage>,
     pub epoch: Option<u32>,
     pub metrics: Value,
@@ -180,13 +238,15 @@ pub(crate) fn job_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<JobReco
 }
 
 pub(crate) fn event_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<JobEvent> {
+    let kind: String = row.try_get("kind")?;
     let stage: Option<String> = row.try_get("stage")?;
     let metrics: Option<String> = row.try_get("metrics")?;
     Ok(JobEvent {
         seq: row.try_get("id")?,
         job_id: row.try_get("job_id")?,
         at: row.try_get("at")?,
-        kind: row.try_get("kind")?,
+        // Every kind is written by this code; an unknown one is shown as a log line.
+        kind: EventKind::parse(&kind).unwrap_or(EventKind::Log),
         stage: stage.as_deref().and_then(Stage::parse),
         epoch: row.try_get::<Option<i64>, _>("epoch")?.map(|e| e as u32),
         metrics: match metrics {
@@ -252,5 +312,35 @@ impl Db {
         rows.iter()
             .map(|r| Ok((r.try_get("status")?, r.try_get("n")?)))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_kinds_keep_their_names() {
+        let all = [
+            EventKind::Queued,
+            EventKind::Started,
+            EventKind::Stage,
+            EventKind::Epoch,
+            EventKind::Log,
+            EventKind::Requeued,
+            EventKind::Succeeded,
+            EventKind::Failed,
+            EventKind::Cancelled,
+        ];
+        for kind in all {
+            assert_eq!(EventKind::parse(kind.as_str()), Some(kind));
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+        }
+        let terminal: Vec<&str> = all
+            .iter()
+            .filter(|k| k.is_terminal())
+            .map(|k| k.as_str())
+            .collect();
+        assert_eq!(terminal, ["succeeded", "failed", "cancelled"]);
     }
 }

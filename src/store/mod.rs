@@ -14,6 +14,8 @@ pub mod models;
 pub use artifacts::Artifacts;
 pub use db::Db;
 
+use crate::error_code::{Code, ErrorCode};
+
 /// Errors from the persistence layer. Clients never see their details.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -31,6 +33,13 @@ pub enum StoreError {
         column: &'static str,
         source: serde_json::Error,
     },
+}
+
+impl ErrorCode for StoreError {
+    /// Always the server's failure: the details are logged, never shown.
+    fn code(&self) -> Code {
+        Code::Internal
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

@@ -32,6 +32,7 @@ pub mod training_loop;
 use std::path::PathBuf;
 
 use crate::backbones::{BackboneError, Modality};
+use crate::error_code::{Code, ErrorCode};
 use crate::store::jobs::Stage;
 
 pub use artifact::ModelArtifact;
@@ -101,16 +102,16 @@ pub enum TrainError {
     Io(#[from] std::io::Error),
 }
 
-impl TrainError {
-    /// Stable snake_case code for the job's `error.code`.
-    pub fn code(&self) -> &'static str {
+impl ErrorCode for TrainError {
+    /// The code of the job's `error.code`.
+    fn code(&self) -> Code {
         match self {
-            TrainError::Cancelled => "cancelled",
-            TrainError::Backbone(BackboneError::Unavailable { .. }) => "backbone_unavailable",
-            TrainError::Backbone(_) => "backbone_error",
-            TrainError::Data(_) => "invalid_data",
-            TrainError::Candle(_) => "training_error",
-            TrainError::Io(_) => "io_error",
+            TrainError::Cancelled => Code::Cancelled,
+            TrainError::Backbone(BackboneError::Unavailable { .. }) => Code::BackboneUnavailable,
+            TrainError::Backbone(_) => Code::BackboneFailure,
+            TrainError::Data(_) => Code::InvalidData,
+            TrainError::Candle(_) => Code::TrainingFailed,
+            TrainError::Io(_) => Code::Io,
         }
     }
 }

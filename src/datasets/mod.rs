@@ -1,10 +1,13 @@
 //! Uploaded datasets: parsing and validating what users send, the stored example list, and
 //! the stratified splits a job trains and validates on.
 
+pub mod decode;
 pub mod image;
+pub mod labels;
 pub mod split;
 pub mod stored;
 pub mod text;
+pub mod unzip;
 
 use std::collections::BTreeMap;
 
@@ -65,7 +68,20 @@ impl ParsedDataset {
                 limits.max_examples
             )));
         }
+        if self.modality == Modality::Image {
+            // Texts had their labels made canonical row by row (before duplicates were found).
+            let mut canon = labels::LabelCanon::default();
+            for e in &mut self.examples {
+                let RawExample::Image { label, .. } = e else {
+                    continue;
+                };
+                *label = canon.canonical(label);
+            }
+            self.warnings.extend(canon.warning());
+        }
         let counts = self.label_counts();
+        self.warnings
+            .extend(labels::lookalike_warning(counts.keys().map(String::as_str)));
         if counts.len() < 2 {
             let only = counts.keys().next().cloned().unwrap_or_default();
             return Err(DatasetError::invalid(
@@ -110,6 +126,15 @@ impl Default for Limits {
             max_uncompressed_bytes: 4 << 30,
         }
     }
+}
+
+/// Error codes this module's [`DatasetError::Invalid`] introduced with the hardening of
+/// issue 11 (the others are written at their call sites).
+pub mod codes {
+    /// A text or label holds a NUL byte (422; the message names the line).
+    pub const NUL_BYTE: &str = "nul_byte";
+    /// A column the parser reads (`text`, `label`, `filename`) appears twice (422).
+    pub const DUPLICATE_COLUMNS: &str = "duplicate_columns";
 }
 
 /// Why an upload was refused. Every message says what is wrong and how to fix it.

@@ -6,7 +6,8 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
-use super::{DatasetError, Limits, ParsedDataset, RawExample};
+use super::labels::LabelCanon;
+use super::{DatasetError, Limits, ParsedDataset, RawExample, codes};
 use crate::backbones::Modality;
 
 /// Collects rows, checking each, and remembers tolerated problems.
@@ -17,6 +18,7 @@ struct RowSink<'a> {
     empty_text_lines: Vec<usize>,
     duplicates: usize,
     conflicts: Vec<(usize, usize)>,
+    labels: LabelCanon,
 }
 
 impl<'a> RowSink<'a> {
@@ -28,10 +30,21 @@ impl<'a> RowSink<'a> {
             empty_text_lines: Vec::new(),
             duplicates: 0,
             conflicts: Vec::new(),
+            labels: LabelCanon::default(),
         }
     }
 
     fn push(&mut self, line: usize, text: &str, label: &str) -> Result<(), DatasetError> {
+        for (what, value) in [("text", text), ("label", label)] {
+            if value.contains('\0') {
+                return Err(DatasetError::invalid(
+                    codes::NUL_BYTE,
+                    format!(
+                        "line {line}: the {what} contains a NUL byte (\\0); remove it (a file full of them is UTF-16: save it as UTF-8)"
+                    ),
+                ));
+            }
+        }
         let label = label.trim();
         if label.is_empty() {
             return Err(DatasetError::invalid(
@@ -70,6 +83,8 @@ impl<'a> RowSink<'a> {
                 self.limits.max_examples
             )));
         }
+        let label = self.labels.canonical(label);
+        let label = label.as_str();
         match self.first_line_of.get(text) {
             Some((_, first_label)) if first_label == label => {
                 self.duplicates += 1;
@@ -117,6 +132,7 @@ impl<'a> RowSink<'a> {
                 if self.conflicts.len() > 5 { ", ..." } else { "" }
             ));
         }
+        warnings.extend(self.labels.warning());
         ParsedDataset {
             modality: Modality::Text,
             format,
@@ -173,6 +189,22 @@ pub fn parse_csv(path: &Path, limits: &Limits) -> Result<ParsedDataset, DatasetE
         })
         .collect();
     let find = |want: &str| names.iter().position(|n| n == want);
+    for want in ["text", "label"] {
+        let at: Vec<String> = (0..names.len())
+            .filter(|&i| names[i] == want)
+            .map(|i| (i + 1).to_string())
+            .collect();
+        if at.len() > 1 {
+            return Err(DatasetError::invalid(
+                codes::DUPLICATE_COLUMNS,
+                format!(
+                    "the CSV header has {} `{want}` columns (columns {}); keep one and rename or remove the others",
+                    at.len(),
+                    at.join(", ")
+                ),
+            ));
+        }
+    }
     let (Some(text_col), Some(label_col)) = (find("text"), find("label")) else {
         return Err(DatasetError::invalid(
             "missing_columns",

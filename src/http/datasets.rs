@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::AppState;
+use super::budget;
 use super::error::{ApiError, ApiResult};
 use super::extract::Tenant;
 use super::upload::{TempUpload, read_form};
@@ -52,6 +53,8 @@ pub async fn create(
     multipart: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<(StatusCode, Json<DatasetRecord>)> {
     let multipart = multipart.map_err(multipart_required)?;
+    // Memory while the body streams to disk, then for parsing what it turned out to be.
+    let mut held = st.budget.reserve(budget::UPLOAD_STREAMING)?;
     let mut form = read_form(multipart, &st.artifacts, st.config.max_upload_bytes()).await?;
     let Some(upload) = form.file.take() else {
         return Err(ApiError::unprocessable(
@@ -59,6 +62,10 @@ pub async fn create(
             "the form has no `file` part; send the dataset as -F file=@data.csv",
         ));
     };
+    if let Ok(format) = datasets::detect_format(upload.file_name.as_deref(), &upload.head) {
+        let need = budget::dataset_parse(format, upload.size, &st.limits);
+        st.budget.grow(&mut held, need)?;
+    }
     let name = form
         .text("name")
         .map(str::trim)

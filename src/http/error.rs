@@ -69,6 +69,12 @@ impl ApiError {
         }
     }
 
+    /// A request body that stalled or trickled (408; the connection is closed). The code
+    /// `request_timeout` is new with issue 11.
+    pub fn request_timeout(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", message)
+    }
+
     /// Over a per-key rate limit (429).
     pub fn rate_limited(message: impl Into<String>, retry_after: u64) -> Self {
         ApiError {

@@ -16,6 +16,7 @@ use tokio_util::io::ReaderStream;
 use uuid::Uuid;
 
 use super::AppState;
+use super::budget;
 use super::datasets::multipart_required;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, Tenant};
@@ -191,6 +192,9 @@ pub async fn predict(
     request: Request,
 ) -> ApiResult<Json<Value>> {
     let record = find(&st, &tenant, &id).await?;
+    // Memory for the body before it is read; for the decoding once the images are known.
+    let body_need = budget::predict_request(request.headers(), st.config.max_body_mb << 20);
+    let mut held = st.budget.reserve(body_need)?;
     let is_multipart = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -229,6 +233,10 @@ pub async fn predict(
         )));
     }
     let top_k = check_top_k(top_k, record.labels.len())?;
+    if let Inputs::Images(images) = &inputs {
+        let decode_need = budget::image_decode(images, st.limits.max_image_pixels);
+        st.budget.grow(&mut held, body_need + decode_need)?;
+    }
     let Ok(_admitted) = st.predict_admission.clone().try_acquire_owned() else {
         st.counters.predict_rejected.fetch_add(1, Ordering::Relaxed);
         return Err(ApiError::overloaded(
@@ -387,6 +395,7 @@ pub async fn import(
     multipart: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<(StatusCode, Json<ModelRecord>)> {
     let multipart = multipart.map_err(multipart_required)?;
+    let mut held = st.budget.reserve(budget::UPLOAD_STREAMING)?;
     let form = read_form(multipart, &st.artifacts, st.config.max_upload_bytes()).await?;
     let Some(upload) = form.file else {
         return Err(ApiError::unprocessable(
@@ -394,6 +403,8 @@ pub async fn import(
             "the form has no `file` part; send the archive as -F file=@model.zip",
         ));
     };
+    st.budget
+        .grow(&mut held, budget::model_import(upload.size))?;
     let artifacts = st.artifacts.clone();
     let registry = st.registry.clone();
     let limit = st.config.max_upload_bytes() * 4;

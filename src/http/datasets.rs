@@ -163,15 +163,26 @@ pub async fn delete(
         return Err(ApiError::not_found("dataset", &id));
     }
     if st.db.active_jobs_on_dataset(&id).await? > 0 {
-        return Err(ApiError::conflict(
-            "dataset_in_use",
-            "a queued or running job uses this dataset; cancel it or wait for it to finish, then delete",
-        ));
+        return Err(dataset_in_use());
     }
     // Row first: a crash after it leaves only an orphan folder, swept at the next start.
-    st.db.delete_dataset(&tenant, &id).await?;
-    st.artifacts.remove_dir(&st.artifacts.dataset_dir(&id))?;
+    // The row goes only if still no job uses it (one statement), so a job submitted at the
+    // same moment either sees no dataset (404) or keeps it (409 here).
+    if !st.db.delete_dataset(&tenant, &id).await? {
+        if st.db.get_dataset(&tenant, &id).await?.is_none() {
+            return Err(ApiError::not_found("dataset", &id));
+        }
+        return Err(dataset_in_use());
+    }
+    st.artifacts.discard_dir(&st.artifacts.dataset_dir(&id))?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+fn dataset_in_use() -> ApiError {
+    ApiError::conflict(
+        "dataset_in_use",
+        "a queued or running job uses this dataset; cancel it or wait for it to finish, then delete",
+    )
 }
 
 #[derive(serde::Deserialize)]

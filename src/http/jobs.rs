@@ -92,7 +92,11 @@ pub async fn create(
             ),
         ));
     }
-    let job = st.queue.enqueue(&tenant, &spec, &backbone).await?;
+    let job = st
+        .queue
+        .enqueue(&tenant, &spec, &backbone)
+        .await?
+        .ok_or_else(|| ApiError::not_found("dataset", &spec.dataset_id))?;
     tracing::info!(job = %job.id, dataset = %dataset.id, "job queued");
     Ok((StatusCode::CREATED, Json(job)))
 }

@@ -22,7 +22,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, Tenant};
 use super::upload::read_form;
 use crate::backbones::Modality;
-use crate::serve::{LoadedModel, Prediction};
+use crate::serve::{LoadedModel, Prediction, ServeError};
 use crate::store::models::ModelRecord;
 use crate::store::now;
 use crate::train::artifact::{BACKBONE_FILE, CONFIG_FILE, WEIGHTS_FILE};
@@ -58,9 +58,17 @@ pub async fn delete(
     if !st.db.delete_model(&tenant, &id).await? {
         return Err(ApiError::not_found("model", &id));
     }
+    // Row first (new requests get 404), then the cache, then the folder, whole; evicted
+    // again in case a request in flight loaded the model meanwhile.
     st.models.evict(&id);
-    st.artifacts.remove_dir(&st.artifacts.model_dir(&id))?;
+    st.artifacts.discard_dir(&st.artifacts.model_dir(&id))?;
+    st.models.evict(&id);
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Whether model `id` is gone: a request whose files vanished under it answers 404 then.
+async fn deleted(st: &AppState, tenant: &str, id: &str) -> bool {
+    matches!(st.db.get_model(tenant, id).await, Ok(None))
 }
 
 #[derive(Deserialize)]
@@ -257,15 +265,23 @@ pub async fn predict(
     let models = st.models.clone();
     let dir = st.artifacts.model_dir(&id);
     let max_pixels = st.limits.max_image_pixels;
-    let predictions: Vec<Prediction> = tokio::task::spawn_blocking(move || {
-        let model = models.get(&id, &dir)?;
+    let model_id = id.clone();
+    let predicted = tokio::task::spawn_blocking(move || {
+        let model = models.get(&model_id, &dir)?;
         match inputs {
             Inputs::Texts(texts) => model.predict_texts(&texts, top_k),
             Inputs::Images(images) => model.predict_images(&images, top_k, max_pixels),
         }
     })
     .await
-    .map_err(ApiError::internal)??;
+    .map_err(ApiError::internal)?;
+    let predictions: Vec<Prediction> = match predicted {
+        Ok(p) => p,
+        Err(ServeError::Corrupt(_)) if deleted(&st, &tenant, &id).await => {
+            return Err(ApiError::not_found("model", &id));
+        }
+        Err(e) => return Err(e.into()),
+    };
     Ok(Json(json!({"predictions": predictions})))
 }
 
@@ -289,7 +305,9 @@ pub async fn download(
             .large_file(true);
         for name in [CONFIG_FILE, WEIGHTS_FILE, BACKBONE_FILE] {
             let path = dir.join(name);
-            if !path.exists() {
+            // Only a fine-tuned model has its own backbone; the others must be there (a
+            // model deleted meanwhile is a 404 below, not an archive without them).
+            if name == BACKBONE_FILE && !path.exists() {
                 continue;
             }
             zip.start_file(name, opts).map_err(std::io::Error::other)?;
@@ -305,11 +323,17 @@ pub async fn download(
         Ok(f)
     })
     .await
-    .map_err(ApiError::internal)?
-    .map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        ApiError::internal(e)
-    })?;
+    .map_err(ApiError::internal)?;
+    let file = match file {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            if deleted(&st, &tenant, &id).await {
+                return Err(ApiError::not_found("model", &id));
+            }
+            return Err(ApiError::internal(e));
+        }
+    };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let body = Body::from_stream(ReaderStream::new(tokio::fs::File::from_std(file)));
     Ok((

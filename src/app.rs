@@ -2,7 +2,6 @@
 //! registry, worker threads and the router; then serving until SIGTERM/Ctrl-C.
 
 use std::collections::HashSet;
-use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -108,6 +107,7 @@ impl App {
             .min(4);
         let rates = Arc::new(RateLimits::from_config(&config));
         let predict_admission = Arc::new(Semaphore::new(config.predict_queue));
+        let budget = Arc::new(http::budget::MemoryBudget::new(config.max_inflight_mb));
         let state = AppState {
             rates,
             predict_admission,
@@ -119,6 +119,7 @@ impl App {
             catalog,
             limits,
             predict_compute: Arc::new(Semaphore::new(compute)),
+            budget,
             counters: Arc::new(Counters::default()),
             started: std::time::Instant::now(),
             auth,
@@ -195,11 +196,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!("warmstart listening on http://{}", listener.local_addr()?);
-    let stop = app.state.shutdown.clone();
-    let server = axum::serve(listener, app.router())
-        .with_graceful_shutdown(stop.clone().cancelled_owned())
-        .into_future();
-    let mut server = tokio::spawn(server);
+    let timeouts = app.state.config.conn_timeouts();
+    let mut server = tokio::spawn(http::conn::serve(
+        listener,
+        app.router(),
+        timeouts,
+        app.state.shutdown.clone(),
+    ));
     tokio::select! {
         ended = &mut server => {
             // The server stopped by itself (an accept error): shut the rest down too.

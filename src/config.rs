@@ -16,6 +16,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at start-up: the size of the `Serve` variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP API and the training workers.
@@ -132,6 +134,30 @@ pub struct Config {
     #[arg(long, env = "WARMSTART_PREDICT_QUEUE", default_value_t = 64)]
     pub predict_queue: usize,
 
+    /// Memory, in megabytes, that uploads and predict requests in flight may hold together
+    /// (bodies, parsed rows, decoded images); a request beyond it → 503 overloaded.
+    #[arg(long, env = "WARMSTART_MAX_INFLIGHT_MB", default_value_t = 2048)]
+    pub max_inflight_mb: u64,
+
+    /// Seconds a client has to send a request's headers (from connecting, or from the
+    /// request's first byte); a connection that takes longer is closed.
+    #[arg(long, env = "WARMSTART_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_timeout_secs: u64,
+
+    /// Seconds a kept-alive connection may sit idle between requests before it is closed.
+    #[arg(long, env = "WARMSTART_KEEP_ALIVE_TIMEOUT_SECS", default_value_t = 30)]
+    pub keep_alive_timeout_secs: u64,
+
+    /// Seconds the server waits for the next bytes of a request body before answering 408
+    /// and closing the connection; also the window --min-body-bytes-per-sec is measured over.
+    #[arg(long, env = "WARMSTART_BODY_TIMEOUT_SECS", default_value_t = 30)]
+    pub body_timeout_secs: u64,
+
+    /// Least average rate, in bytes per second, at which a request body must arrive over
+    /// each --body-timeout-secs of waiting for it (refuses trickling uploads); 0 = no minimum.
+    #[arg(long, env = "WARMSTART_MIN_BODY_BYTES_PER_SEC", default_value_t = 1024)]
+    pub min_body_bytes_per_sec: u64,
+
     /// On SIGTERM, seconds to let in-flight requests finish before closing them.
     #[arg(long, env = "WARMSTART_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
@@ -183,6 +209,18 @@ impl Config {
                 return Err(format!("{flag} must be a number ≥ 0 (0 = no limit)"));
             }
         }
+        if self.max_inflight_mb == 0 {
+            return Err("--max-inflight-mb must be at least 1".into());
+        }
+        for (flag, secs) in [
+            ("--header-timeout-secs", self.header_timeout_secs),
+            ("--keep-alive-timeout-secs", self.keep_alive_timeout_secs),
+            ("--body-timeout-secs", self.body_timeout_secs),
+        ] {
+            if secs == 0 {
+                return Err(format!("{flag} must be at least 1"));
+            }
+        }
         if self.predict_burst == 0 || self.upload_burst == 0 {
             return Err("--predict-burst and --upload-burst must be at least 1".into());
         }
@@ -191,6 +229,22 @@ impl Config {
 
     pub fn max_upload_bytes(&self) -> u64 {
         self.max_upload_mb * 1024 * 1024
+    }
+
+    /// The connection timeouts (`--header-timeout-secs`, `--keep-alive-timeout-secs`).
+    pub fn conn_timeouts(&self) -> crate::http::conn::ConnTimeouts {
+        crate::http::conn::ConnTimeouts {
+            header: std::time::Duration::from_secs(self.header_timeout_secs),
+            keep_alive: std::time::Duration::from_secs(self.keep_alive_timeout_secs),
+        }
+    }
+
+    /// The request body limits (`--body-timeout-secs`, `--min-body-bytes-per-sec`).
+    pub fn body_timeouts(&self) -> crate::http::body_timeout::BodyTimeouts {
+        crate::http::body_timeout::BodyTimeouts {
+            stall: std::time::Duration::from_secs(self.body_timeout_secs),
+            min_bytes_per_sec: self.min_body_bytes_per_sec,
+        }
     }
 
     /// Whether the service listens where other machines can reach it (then every `/v1`

@@ -70,6 +70,8 @@ codes! {
     InvalidApiKey = "invalid_api_key", 401;
     RateLimited = "rate_limited", 429;
     Overloaded = "overloaded", 503;
+    /// A request body that stalled or trickled; the connection is closed.
+    RequestTimeout = "request_timeout", 408;
     /// A failure that is not the client's: details are logged, never shown.
     Internal = "internal_error", 500;
 
@@ -89,6 +91,10 @@ codes! {
     MissingColumns = "missing_columns", 422;
     InvalidUtf8 = "invalid_utf8", 422;
     MalformedCsv = "malformed_csv", 422;
+    /// A text or label holds a NUL byte (the message names the line).
+    NulByte = "nul_byte", 422;
+    /// A column the parser reads (`text`, `label`, `filename`) appears twice.
+    DuplicateColumns = "duplicate_columns", 422;
     /// An uploaded JSON dataset file is not valid JSON. The same name as
     /// [`Code::MalformedJson`] (a request body), with another status: both shipped so.
     MalformedJsonFile = "malformed_json", 422;

@@ -1,20 +1,20 @@
 //! Image uploads: a ZIP whose top-level folders are the labels (`cat/001.jpg`), or a ZIP
 //! holding `labels.csv` (`filename,label`) beside the images. The whole archive is checked
 //! (entry count, declared sizes, unsafe paths) before anything is written; each image is
-//! then decoded once to prove it is readable (unreadable ones are skipped with a warning
-//! naming them) and stored under a name we choose, so no user path ever reaches the disk.
+//! then streamed to its file with bounded memory and decoded once to prove it is readable
+//! (see [`super::unzip`]; unreadable ones are skipped with a warning naming them) and stored
+//! under a name we choose, so no user path ever reaches the disk.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
 use zip::ZipArchive;
 
+use super::unzip::{Unpacked, repeated_names, unpack_image};
 use super::{DatasetError, Limits, ParsedDataset, RawExample};
 use crate::backbones::Modality;
-use crate::backbones::image::{ImageError, decode};
 use crate::error_code::Code;
 
 const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp"];
@@ -154,6 +154,16 @@ fn read_labels_csv(bytes: &[u8]) -> Result<HashMap<String, String>, DatasetError
         .map(|h| h.trim().trim_start_matches('\u{feff}').to_ascii_lowercase())
         .collect();
     let col = |name: &str| headers.iter().position(|h| h == name);
+    for want in ["filename", "label"] {
+        if headers.iter().filter(|h| *h == want).count() > 1 {
+            return Err(invalid(
+                Code::DuplicateColumns,
+                format!(
+                    "labels.csv has more than one `{want}` column; keep one and rename or remove the others"
+                ),
+            ));
+        }
+    }
     let (Some(f), Some(l)) = (col("filename"), col("label")) else {
         return Err(invalid(
             Code::MissingColumns,
@@ -178,6 +188,12 @@ fn read_labels_csv(bytes: &[u8]) -> Result<HashMap<String, String>, DatasetError
         let label = row.get(l).unwrap_or("").trim().to_string();
         if file.is_empty() {
             continue;
+        }
+        if label.contains('\0') {
+            return Err(invalid(
+                Code::NulByte,
+                format!("labels.csv line {line}: the label contains a NUL byte (\\0); remove it"),
+            ));
         }
         if label.is_empty() {
             return Err(invalid(
@@ -206,6 +222,7 @@ pub fn parse_zip(
         )
     })?;
     let mut entries = scan(&mut zip, limits)?;
+    let repeated = repeated_names(&zip, path, limits.max_zip_entries)?;
     strip_common_root(&mut entries);
 
     let mut unlabelled = 0usize;
@@ -276,28 +293,47 @@ pub fn parse_zip(
             )));
         }
         let remaining = limits.max_uncompressed_bytes.saturating_sub(written);
-        let bytes = read_entry(&mut zip, &entry, entry.size.min(remaining))?;
-        written += bytes.len() as u64;
-        if let Err(e) = decode(&bytes, limits.max_image_pixels) {
-            let hint = match e {
-                ImageError::TooLarge { .. } => ", WARMSTART_MAX_IMAGE_PIXELS",
-                _ => "",
-            };
-            skipped.push(format!("{} ({e}{hint})", entry.path));
-            continue;
-        }
-        let hash: [u8; 32] = Sha256::digest(&bytes).into();
+        let name = format!("images/{:06}.{ext}", examples.len());
+        let dest = out_dir.join(&name);
+        let unpacked = unpack_image(
+            &mut zip,
+            entry.index,
+            &entry.path,
+            entry.size,
+            remaining,
+            &dest,
+            limits.max_image_pixels,
+        )?;
+        let hash = match unpacked {
+            Unpacked::Image { sha256, bytes } => {
+                written += bytes;
+                sha256
+            }
+            Unpacked::Skipped { reason, bytes } => {
+                written += bytes;
+                skipped.push(format!("{} ({reason})", entry.path));
+                continue;
+            }
+        };
         if hashes.get(&hash) == Some(&label) {
             duplicates += 1;
+            std::fs::remove_file(&dest)?;
             continue;
         }
         hashes.insert(hash, label.clone());
-        let name = format!("images/{:06}.{ext}", examples.len());
-        std::fs::write(out_dir.join(&name), &bytes)?;
         examples.push(RawExample::Image { file: name, label });
     }
 
     let mut warnings = Vec::new();
+    if !repeated.is_empty() {
+        let shown: Vec<String> = repeated.iter().take(5).map(|n| format!("{n:?}")).collect();
+        warnings.push(format!(
+            "{} names are used by more than one entry of the ZIP ({}{}); only the last entry of each name was read: rename the others and upload again",
+            repeated.len(),
+            shown.join(", "),
+            if repeated.len() > 5 { ", ..." } else { "" }
+        ));
+    }
     if !skipped.is_empty() {
         warnings.push(format!(
             "skipped {} unreadable images: {}",

@@ -1,10 +1,13 @@
 //! Uploaded datasets: parsing and validating what users send, the stored example list, and
 //! the stratified splits a job trains and validates on.
 
+pub mod decode;
 pub mod image;
+pub mod labels;
 pub mod split;
 pub mod stored;
 pub mod text;
+pub mod unzip;
 
 use std::collections::BTreeMap;
 
@@ -66,7 +69,20 @@ impl ParsedDataset {
                 limits.max_examples
             )));
         }
+        if self.modality == Modality::Image {
+            // Texts had their labels made canonical row by row (before duplicates were found).
+            let mut canon = labels::LabelCanon::default();
+            for e in &mut self.examples {
+                let RawExample::Image { label, .. } = e else {
+                    continue;
+                };
+                *label = canon.canonical(label);
+            }
+            self.warnings.extend(canon.warning());
+        }
         let counts = self.label_counts();
+        self.warnings
+            .extend(labels::lookalike_warning(counts.keys().map(String::as_str)));
         if counts.len() < 2 {
             let only = counts.keys().next().cloned().unwrap_or_default();
             return Err(DatasetError::invalid(

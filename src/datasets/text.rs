@@ -6,6 +6,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
+use super::labels::LabelCanon;
 use super::{DatasetError, Limits, ParsedDataset, RawExample};
 use crate::backbones::Modality;
 use crate::error_code::Code;
@@ -18,6 +19,7 @@ struct RowSink<'a> {
     empty_text_lines: Vec<usize>,
     duplicates: usize,
     conflicts: Vec<(usize, usize)>,
+    labels: LabelCanon,
 }
 
 impl<'a> RowSink<'a> {
@@ -29,10 +31,21 @@ impl<'a> RowSink<'a> {
             empty_text_lines: Vec::new(),
             duplicates: 0,
             conflicts: Vec::new(),
+            labels: LabelCanon::default(),
         }
     }
 
     fn push(&mut self, line: usize, text: &str, label: &str) -> Result<(), DatasetError> {
+        for (what, value) in [("text", text), ("label", label)] {
+            if value.contains('\0') {
+                return Err(DatasetError::invalid(
+                    Code::NulByte,
+                    format!(
+                        "line {line}: the {what} contains a NUL byte (\\0); remove it (a file full of them is UTF-16: save it as UTF-8)"
+                    ),
+                ));
+            }
+        }
         let label = label.trim();
         if label.is_empty() {
             return Err(DatasetError::invalid(
@@ -71,6 +84,8 @@ impl<'a> RowSink<'a> {
                 self.limits.max_examples
             )));
         }
+        let label = self.labels.canonical(label);
+        let label = label.as_str();
         match self.first_line_of.get(text) {
             Some((_, first_label)) if first_label == label => {
                 self.duplicates += 1;
@@ -118,6 +133,7 @@ impl<'a> RowSink<'a> {
                 if self.conflicts.len() > 5 { ", ..." } else { "" }
             ));
         }
+        warnings.extend(self.labels.warning());
         ParsedDataset {
             modality: Modality::Text,
             format,
@@ -174,6 +190,22 @@ pub fn parse_csv(path: &Path, limits: &Limits) -> Result<ParsedDataset, DatasetE
         })
         .collect();
     let find = |want: &str| names.iter().position(|n| n == want);
+    for want in ["text", "label"] {
+        let at: Vec<String> = (0..names.len())
+            .filter(|&i| names[i] == want)
+            .map(|i| (i + 1).to_string())
+            .collect();
+        if at.len() > 1 {
+            return Err(DatasetError::invalid(
+                Code::DuplicateColumns,
+                format!(
+                    "the CSV header has {} `{want}` columns (columns {}); keep one and rename or remove the others",
+                    at.len(),
+                    at.join(", ")
+                ),
+            ));
+        }
+    }
     let (Some(text_col), Some(label_col)) = (find("text"), find("label")) else {
         return Err(DatasetError::invalid(
             Code::MissingColumns,

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::AppState;
+use super::budget;
 use super::error::{ApiError, ApiResult};
 use super::extract::Tenant;
 use super::upload::{TempUpload, read_form};
@@ -52,6 +53,8 @@ pub async fn create(
     multipart: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<(StatusCode, Json<DatasetRecord>)> {
     let multipart = multipart.map_err(multipart_required)?;
+    // Memory while the body streams to disk, then for parsing what it turned out to be.
+    let mut held = st.budget.reserve(budget::UPLOAD_STREAMING)?;
     let mut form = read_form(multipart, &st.artifacts, st.config.max_upload_bytes()).await?;
     let Some(upload) = form.file.take() else {
         return Err(ApiError::new(
@@ -59,6 +62,10 @@ pub async fn create(
             "the form has no `file` part; send the dataset as -F file=@data.csv",
         ));
     };
+    if let Ok(format) = datasets::detect_format(upload.file_name.as_deref(), &upload.head) {
+        let need = budget::dataset_parse(format, upload.size, &st.limits);
+        st.budget.grow(&mut held, need)?;
+    }
     let name = form
         .text("name")
         .map(str::trim)
@@ -156,15 +163,26 @@ pub async fn delete(
         return Err(ApiError::not_found(Code::DatasetNotFound, &id));
     }
     if st.db.active_jobs_on_dataset(&id).await? > 0 {
-        return Err(ApiError::new(
-            Code::DatasetInUse,
-            "a queued or running job uses this dataset; cancel it or wait for it to finish, then delete",
-        ));
+        return Err(dataset_in_use());
     }
     // Row first: a crash after it leaves only an orphan folder, swept at the next start.
-    st.db.delete_dataset(&tenant, &id).await?;
-    st.artifacts.remove_dir(&st.artifacts.dataset_dir(&id))?;
+    // The row goes only if still no job uses it (one statement), so a job submitted at the
+    // same moment either sees no dataset (404) or keeps it (409 here).
+    if !st.db.delete_dataset(&tenant, &id).await? {
+        if st.db.get_dataset(&tenant, &id).await?.is_none() {
+            return Err(ApiError::not_found(Code::DatasetNotFound, &id));
+        }
+        return Err(dataset_in_use());
+    }
+    st.artifacts.discard_dir(&st.artifacts.dataset_dir(&id))?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+fn dataset_in_use() -> ApiError {
+    ApiError::new(
+        Code::DatasetInUse,
+        "a queued or running job uses this dataset; cancel it or wait for it to finish, then delete",
+    )
 }
 
 #[derive(serde::Deserialize)]

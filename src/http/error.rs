@@ -75,6 +75,15 @@ impl ApiError {
         self.code
     }
 
+    /// The message as logged (shown to the client unless the code hides its cause).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        self.retry_after
+    }
+
     pub fn status(&self) -> StatusCode {
         StatusCode::from_u16(self.code.status()).expect("the code table holds valid statuses")
     }

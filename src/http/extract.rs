@@ -6,21 +6,51 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use super::error::ApiError;
 use crate::error_code::Code;
 
-/// `Json<T>` whose rejections are API errors.
+/// `Json<T>` whose rejections are API errors. Every JSON body of the API is an object: any
+/// other JSON value (an array, which serde would read as a struct's fields in order, a
+/// string, a number) is refused with 422.
 pub struct ApiJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(ApiJson(v)),
-            Err(rejection) => Err(json_error(rejection)),
+        let value = match axum::Json::<Value>::from_request(req, state).await {
+            Ok(axum::Json(v)) => v,
+            Err(rejection) => return Err(json_error(rejection)),
+        };
+        let kind = match &value {
+            Value::Object(_) => None,
+            Value::Array(_) => Some("an array"),
+            Value::String(_) => Some("a string"),
+            Value::Number(_) => Some("a number"),
+            Value::Bool(_) => Some("a boolean"),
+            Value::Null => Some("null"),
+        };
+        if let Some(kind) = kind {
+            return Err(ApiError::new(
+                Code::InvalidRequest,
+                format!(
+                    "the request body is {kind}; it must be a JSON object ({{\"field\": ...}}); see GET /openapi.json for the fields"
+                ),
+            ));
         }
+        serde_path_to_error::deserialize(value)
+            .map(ApiJson)
+            .map_err(|e| {
+                let at = e.path().to_string();
+                let msg = if at == "." {
+                    e.inner().to_string()
+                } else {
+                    format!("{at}: {}", e.inner())
+                };
+                ApiError::new(Code::InvalidRequest, format!("invalid request body: {msg}"))
+            })
     }
 }
 

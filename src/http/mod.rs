@@ -1,6 +1,9 @@
 //! The HTTP API (DESIGN §2): one module per resource, one error mapping, no candle.
 
 pub mod auth;
+pub mod body_timeout;
+pub mod budget;
+pub mod conn;
 pub mod datasets;
 pub mod error;
 pub mod extract;
@@ -44,6 +47,8 @@ pub struct AppState {
     pub predict_admission: Arc<Semaphore>,
     /// Predict requests computing at once.
     pub predict_compute: Arc<Semaphore>,
+    /// Memory that uploads and predicts in flight may hold (`--max-inflight-mb`).
+    pub budget: Arc<budget::MemoryBudget>,
     pub counters: Arc<Counters>,
     pub started: std::time::Instant,
     /// Whether `/v1` requires an API key.
@@ -111,6 +116,10 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
         .fallback_service(ServeDir::new(static_dir).append_index_html_on_directories(true))
+        .layer(from_fn_with_state(
+            state.config.body_timeouts(),
+            body_timeout::guard,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

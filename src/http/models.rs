@@ -16,13 +16,14 @@ use tokio_util::io::ReaderStream;
 use uuid::Uuid;
 
 use super::AppState;
+use super::budget;
 use super::datasets::multipart_required;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, Tenant};
 use super::upload::read_form;
 use crate::backbones::catalog::Modality;
 use crate::error_code::Code;
-use crate::serve::{Inputs, Prediction};
+use crate::serve::{Inputs, Prediction, ServeError};
 use crate::store::models::ModelRecord;
 use crate::store::now;
 use crate::train::artifact::{
@@ -59,9 +60,17 @@ pub async fn delete(
     if !st.db.delete_model(&tenant, &id).await? {
         return Err(ApiError::not_found(Code::ModelNotFound, &id));
     }
+    // Row first (new requests get 404), then the cache, then the folder, whole; evicted
+    // again in case a request in flight loaded the model meanwhile.
     st.models.evict(&id);
-    st.artifacts.remove_dir(&st.artifacts.model_dir(&id))?;
+    st.artifacts.discard_dir(&st.artifacts.model_dir(&id))?;
+    st.models.evict(&id);
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Whether model `id` is gone: a request whose files vanished under it answers 404 then.
+async fn deleted(st: &AppState, tenant: &str, id: &str) -> bool {
+    matches!(st.db.get_model(tenant, id).await, Ok(None))
 }
 
 #[derive(Deserialize)]
@@ -178,6 +187,9 @@ pub async fn predict(
     request: Request,
 ) -> ApiResult<Json<Value>> {
     let record = find(&st, &tenant, &id).await?;
+    // Memory for the body before it is read; for the decoding once the images are known.
+    let body_need = budget::predict_request(request.headers(), st.config.max_body_mb << 20);
+    let mut held = st.budget.reserve(body_need)?;
     let is_multipart = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -219,6 +231,10 @@ pub async fn predict(
         ));
     }
     let top_k = check_top_k(top_k, record.labels.len())?;
+    if let Inputs::Images(images) = &inputs {
+        let decode_need = budget::image_decode(images, st.limits.max_image_pixels);
+        st.budget.grow(&mut held, body_need + decode_need)?;
+    }
     let Ok(_admitted) = st.predict_admission.clone().try_acquire_owned() else {
         st.counters.predict_rejected.fetch_add(1, Ordering::Relaxed);
         return Err(ApiError::new(
@@ -240,10 +256,20 @@ pub async fn predict(
     let models = st.models.clone();
     let dir = st.artifacts.model_dir(&id);
     let max_pixels = st.limits.max_image_pixels;
-    let predictions: Vec<Prediction> =
-        tokio::task::spawn_blocking(move || models.predict(&id, &dir, &inputs, top_k, max_pixels))
-            .await
-            .map_err(ApiError::internal)??;
+    let model_id = id.clone();
+    let predicted = tokio::task::spawn_blocking(move || {
+        models.predict(&model_id, &dir, &inputs, top_k, max_pixels)
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    let predictions: Vec<Prediction> = match predicted {
+        Ok(p) => p,
+        // Its files went while it was loading: the model was deleted under this request.
+        Err(ServeError::Corrupt(_)) if deleted(&st, &tenant, &id).await => {
+            return Err(ApiError::not_found(Code::ModelNotFound, &id));
+        }
+        Err(e) => return Err(e.into()),
+    };
     Ok(Json(json!({"predictions": predictions})))
 }
 
@@ -267,7 +293,9 @@ pub async fn download(
             .large_file(true);
         for name in [CONFIG_FILE, WEIGHTS_FILE, BACKBONE_FILE] {
             let path = dir.join(name);
-            if !path.exists() {
+            // Only a fine-tuned model has its own backbone; the others must be there (a
+            // model deleted meanwhile is a 404 below, not an archive without them).
+            if name == BACKBONE_FILE && !path.exists() {
                 continue;
             }
             zip.start_file(name, opts).map_err(std::io::Error::other)?;
@@ -283,11 +311,17 @@ pub async fn download(
         Ok(f)
     })
     .await
-    .map_err(ApiError::internal)?
-    .map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        ApiError::internal(e)
-    })?;
+    .map_err(ApiError::internal)?;
+    let file = match file {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            if deleted(&st, &tenant, &id).await {
+                return Err(ApiError::not_found(Code::ModelNotFound, &id));
+            }
+            return Err(ApiError::internal(e));
+        }
+    };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let body = Body::from_stream(ReaderStream::new(tokio::fs::File::from_std(file)));
     Ok((
@@ -374,6 +408,7 @@ pub async fn import(
     multipart: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<(StatusCode, Json<ModelRecord>)> {
     let multipart = multipart.map_err(multipart_required)?;
+    let mut held = st.budget.reserve(budget::UPLOAD_STREAMING)?;
     let form = read_form(multipart, &st.artifacts, st.config.max_upload_bytes()).await?;
     let Some(upload) = form.file else {
         return Err(ApiError::new(
@@ -381,6 +416,8 @@ pub async fn import(
             "the form has no `file` part; send the archive as -F file=@model.zip",
         ));
     };
+    st.budget
+        .grow(&mut held, budget::model_import(upload.size))?;
     let artifacts = st.artifacts.clone();
     let models = st.models.clone();
     let limit = st.config.max_upload_bytes() * 4;

@@ -78,6 +78,11 @@ pub async fn metrics(State(st): State<AppState>) -> ApiResult<impl IntoResponse>
             "Datasets uploaded.",
             c.uploads.load(Ordering::Relaxed),
         ),
+        (
+            "warmstart_memory_budget_rejected_total",
+            "Uploads and predicts refused because the memory budget was in use (503).",
+            st.budget.rejected(),
+        ),
     ];
     for (name, help, v) in counters {
         out.push_str(&format!(
@@ -87,6 +92,10 @@ pub async fn metrics(State(st): State<AppState>) -> ApiResult<impl IntoResponse>
     out.push_str(&format!(
         "# HELP warmstart_models_loaded Models held in the prediction cache.\n# TYPE warmstart_models_loaded gauge\nwarmstart_models_loaded {}\n",
         st.models.loaded().len()
+    ));
+    out.push_str(&format!(
+        "# HELP warmstart_memory_budget_in_use_mb Megabytes reserved by requests in flight.\n# TYPE warmstart_memory_budget_in_use_mb gauge\nwarmstart_memory_budget_in_use_mb {}\n",
+        st.budget.in_use_mb()
     ));
     out.push_str(&format!(
         "# HELP warmstart_uptime_seconds Seconds since start.\n# TYPE warmstart_uptime_seconds gauge\nwarmstart_uptime_seconds {:.0}\n",

@@ -139,18 +139,22 @@ impl Queue {
         Ok(())
     }
 
-    /// Stores a new queued job and wakes a worker.
+    /// Stores a new queued job and wakes a worker; `None` when the tenant's dataset is gone.
     pub async fn enqueue(
         &self,
         tenant: &str,
         spec: &JobSpec,
         backbone: &BackboneChoice,
-    ) -> StoreResult<JobRecord> {
+    ) -> StoreResult<Option<JobRecord>> {
         let id = Uuid::new_v4().to_string();
+        // Inserted only if the dataset (still) exists, in one statement, so it cannot
+        // interleave with the dataset's deletion (which refuses while a job uses it).
         let row = sqlx::query(
             "INSERT INTO jobs (id, tenant, dataset_id, backbone, backbone_reason, status, request,
                  created_at)
-             VALUES (?, ?, ?, ?, ?, 'queued', ?, ?) RETURNING *",
+             SELECT ?, ?, ?, ?, ?, 'queued', ?, ?
+             WHERE EXISTS (SELECT 1 FROM datasets WHERE id = ? AND tenant = ?)
+             RETURNING *",
         )
         .bind(&id)
         .bind(tenant)
@@ -159,12 +163,17 @@ impl Queue {
         .bind(&backbone.reason)
         .bind(to_json(spec))
         .bind(now())
-        .fetch_one(&self.db.pool)
+        .bind(&spec.dataset_id)
+        .bind(tenant)
+        .fetch_optional(&self.db.pool)
         .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
         self.add_event(&id, NewEvent::message(EventKind::Queued, "job queued"))
             .await?;
         self.signal.notify();
-        job_from_row(&row)
+        job_from_row(&row).map(Some)
     }
 
     /// Atomically takes the oldest queued job and marks it running.

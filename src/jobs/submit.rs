@@ -113,7 +113,11 @@ pub async fn submit(
     if !info.available {
         return Err(SubmitError::BackboneUnavailable(backbone));
     }
-    let job = queue.enqueue(tenant, spec, &choice).await?;
+    // `None`: the dataset was deleted between the check above and the insert.
+    let job = queue
+        .enqueue(tenant, spec, &choice)
+        .await?
+        .ok_or_else(|| SubmitError::DatasetNotFound(spec.dataset_id.clone()))?;
     tracing::info!(job = %job.id, dataset = %dataset.id, "job queued");
     Ok(job)
 }

@@ -10,9 +10,10 @@ use std::sync::Arc;
 use candle_core::Tensor;
 use serde::Serialize;
 
-use crate::backbones::image::{ImageError, decode};
+use crate::backbones::image::ImageError;
 use crate::backbones::registry::{LoadedBackbone, Registry};
 use crate::backbones::{BackboneError, Modality, WeightsMode};
+use crate::datasets::decode::decode_for_model;
 use crate::error_code::{Code, ErrorCode};
 use crate::train::artifact::{BACKBONE_FILE, ModelConfig, WEIGHTS_FILE, read_config, tensor_names};
 use crate::train::features::Standardizer;
@@ -228,23 +229,33 @@ impl LoadedModel {
                 "this is a text model; send {\"inputs\": [\"some text\", ...]}".into(),
             ));
         }
-        let decoded = images
-            .iter()
-            .enumerate()
-            .map(|(i, bytes)| {
-                decode(bytes, max_pixels).map_err(|e| {
-                    let hint = match e {
-                        ImageError::TooLarge { .. } => " (WARMSTART_MAX_IMAGE_PIXELS)",
-                        _ => "",
-                    };
-                    ServeError::BadInput(format!("image {i}: {e}{hint}"))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        // One image at a time: decoded under the pixel limit and shrunk to the backbone's
+        // input size at once, so a request holds its images at model resolution only.
+        let resolution = self
+            .backbone
+            .prep
+            .resolution()
+            .ok_or_else(|| ServeError::Corrupt("an image model on a text backbone".into()))?;
         let device = self.standardizer.mean.device().clone();
         let mut out = Vec::with_capacity(images.len());
-        for chunk in decoded.chunks(PREDICT_BATCH) {
-            let batch = self.backbone.prep.image_batch(chunk, None, &device)?;
+        for (first, chunk) in (0..)
+            .step_by(PREDICT_BATCH)
+            .zip(images.chunks(PREDICT_BATCH))
+        {
+            let decoded = chunk
+                .iter()
+                .enumerate()
+                .map(|(j, bytes)| {
+                    decode_for_model(bytes, max_pixels, resolution).map_err(|e| {
+                        let hint = match e {
+                            ImageError::TooLarge { .. } => " (WARMSTART_MAX_IMAGE_PIXELS)",
+                            _ => "",
+                        };
+                        ServeError::BadInput(format!("image {}: {e}{hint}", first + j))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let batch = self.backbone.prep.image_batch(&decoded, None, &device)?;
             let feats = self.backbone.net.forward(&batch, false)?;
             out.extend(
                 self.probabilities(&feats)?

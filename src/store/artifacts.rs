@@ -87,6 +87,18 @@ impl Artifacts {
         }
     }
 
+    /// Removes an artefact directory so that readers see it whole or not at all: it is
+    /// first renamed into the scratch folder (atomic), then deleted there (a crash in
+    /// between leaves it to the start-up sweep). A missing one is not an error.
+    pub fn discard_dir(&self, dir: &Path) -> StoreResult<()> {
+        let doomed = self.tmp_path(".deleted");
+        match fs::rename(dir, &doomed) {
+            Ok(()) => self.remove_dir(&doomed),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(dir)(e)),
+        }
+    }
+
     /// Start-up sweep: empties the scratch folder and removes dataset and model folders that
     /// no row references (left by a crash between writing an artefact and its row, or
     /// between deleting a row and its folder). Returns how many entries were removed.

@@ -79,13 +79,18 @@ impl Db {
         rows.iter().map(from_row).collect()
     }
 
-    /// Deletes the row; returns whether one existed.
+    /// Deletes the row unless a queued or running job uses the dataset, in one statement
+    /// (so it cannot interleave with a job being created on it); returns whether it went.
     pub async fn delete_dataset(&self, tenant: &str, id: &str) -> StoreResult<bool> {
-        let done = sqlx::query("DELETE FROM datasets WHERE id = ? AND tenant = ?")
-            .bind(id)
-            .bind(tenant)
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query(
+            "DELETE FROM datasets WHERE id = ? AND tenant = ? AND NOT EXISTS
+               (SELECT 1 FROM jobs WHERE dataset_id = ? AND status IN ('queued', 'running'))",
+        )
+        .bind(id)
+        .bind(tenant)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected() > 0)
     }
 

@@ -15,9 +15,12 @@ use crate::backbones::registry::{LoadedBackbone, Registry};
 use crate::backbones::{BackboneError, Modality, WeightsMode};
 use crate::datasets::decode::decode_for_model;
 use crate::error_code::{Code, ErrorCode};
-use crate::train::artifact::{BACKBONE_FILE, ModelConfig, WEIGHTS_FILE, read_config, tensor_names};
+use crate::train::artifact::{
+    BACKBONE_FILE, LexicalConfig, ModelConfig, WEIGHTS_FILE, read_config, tensor_names,
+};
 use crate::train::features::Standardizer;
 use crate::train::head::Head;
+use crate::train::lexical::{LexicalModel, blend_row};
 use crate::train::metrics::softmax_rows;
 
 pub use cache::ModelCache;
@@ -98,12 +101,37 @@ pub struct Prediction {
     pub top_k: Vec<LabelScore>,
 }
 
+/// The lexical part of a blended text model, from `model.json`'s terms and its tensors.
+fn load_lexical(
+    config: &LexicalConfig,
+    get: &impl Fn(&str) -> Result<Tensor, ServeError>,
+    classes: usize,
+) -> Result<LexicalModel, ServeError> {
+    let values = |n: &str| -> Result<Vec<f32>, ServeError> {
+        Ok(get(n)?
+            .flatten_all()?
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec1::<f32>()?)
+    };
+    let model = LexicalModel::from_stored(
+        config.terms.clone(),
+        values(tensor_names::LEXICAL_IDF)?,
+        values(tensor_names::LEXICAL_WEIGHT)?,
+        values(tensor_names::LEXICAL_BIAS)?,
+    )
+    .filter(|m| m.linear.classes == classes)
+    .ok_or_else(|| ServeError::Corrupt("the lexical model's shapes disagree".into()))?;
+    Ok(model)
+}
+
 /// A trained model ready to predict (held by the [`ModelCache`]).
 pub struct LoadedModel {
     pub config: ModelConfig,
     backbone: Arc<LoadedBackbone>,
     head: Head,
     standardizer: Standardizer,
+    /// Text models blended with a lexical model, and the transfer model's weight.
+    lexical: Option<(LexicalModel, f64)>,
 }
 
 impl LoadedModel {
@@ -153,11 +181,19 @@ impl LoadedModel {
                 "feature width does not match the backbone".into(),
             ));
         }
+        let lexical = match &config.lexical {
+            Some(lc) => Some((
+                load_lexical(lc, &get, config.labels.len())?,
+                lc.transfer_weight,
+            )),
+            None => None,
+        };
         Ok(LoadedModel {
             config,
             backbone,
             head,
             standardizer,
+            lexical,
         })
     }
 
@@ -178,11 +214,22 @@ impl LoadedModel {
         }
     }
 
-    fn probabilities(&self, feats: &Tensor) -> Result<Vec<Vec<f32>>, ServeError> {
-        let logits = self
+    /// Calibrated probabilities from the backbone's features (and, for a blended text
+    /// model, the texts themselves).
+    fn probabilities(
+        &self,
+        feats: &Tensor,
+        texts: Option<&[&str]>,
+    ) -> Result<Vec<Vec<f32>>, ServeError> {
+        let mut logits = self
             .head
             .forward(&self.standardizer.apply(feats)?, false)?
             .to_vec2::<f32>()?;
+        if let (Some((lexical, w)), Some(texts)) = (&self.lexical, texts) {
+            for (row, text) in logits.iter_mut().zip(texts) {
+                *row = blend_row(row, &lexical.text_logits(text), *w);
+            }
+        }
         Ok(softmax_rows(&logits, self.config.temperature as f32))
     }
 
@@ -209,7 +256,8 @@ impl LoadedModel {
                 .prep
                 .text_batch(&batch_texts, max_length, &device)?;
             let feats = self.backbone.net.forward(&batch, false)?;
-            for (row, &i) in self.probabilities(&feats)?.into_iter().zip(chunk) {
+            let batch_probs = self.probabilities(&feats, Some(&batch_texts))?;
+            for (row, &i) in batch_probs.into_iter().zip(chunk) {
                 probs[i] = row;
             }
         }
@@ -258,7 +306,7 @@ impl LoadedModel {
             let batch = self.backbone.prep.image_batch(&decoded, None, &device)?;
             let feats = self.backbone.net.forward(&batch, false)?;
             out.extend(
-                self.probabilities(&feats)?
+                self.probabilities(&feats, None)?
                     .iter()
                     .map(|p| self.rank(p, top_k)),
             );

@@ -1,5 +1,6 @@
 //! A trained model on disk: `model.json` (labels, backbone, preprocessing, head shape,
-//! temperature), `model.safetensors` (head and feature standardisation) and, when the
+//! temperature), `model.safetensors` (head, feature standardisation, and the lexical model
+//! of a blended text model) and, when the
 //! backbone was fine-tuned, `backbone.safetensors` with its own weights. The same files,
 //! zipped, are the download archive, and the service loads them back.
 
@@ -35,6 +36,21 @@ pub mod tensor_names {
     /// Per-feature mean and standard deviation the head's inputs are standardised with.
     pub const FEATURES_MEAN: &str = "features.mean";
     pub const FEATURES_STD: &str = "features.std";
+    /// Text models blended with a lexical model: its idf per term, weight `[classes,
+    /// terms]` and bias `[classes]`.
+    pub const LEXICAL_IDF: &str = "lexical.idf";
+    pub const LEXICAL_WEIGHT: &str = "lexical.weight";
+    pub const LEXICAL_BIAS: &str = "lexical.bias";
+}
+
+/// A text model's lexical part (see `train::lexical`): its vocabulary and blend weight; the
+/// numbers are `lexical.*` tensors.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LexicalConfig {
+    /// Terms (words and word pairs) in column order.
+    pub terms: Vec<String>,
+    /// Weight of the transfer model's probabilities; the lexical model's is `1 - w`.
+    pub transfer_weight: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -56,6 +72,10 @@ pub struct ModelConfig {
     pub temperature: f64,
     /// Whether `backbone.safetensors` holds fine-tuned backbone weights.
     pub finetuned_backbone: bool,
+    /// Text models whose probabilities are blended with a lexical model's. The temperature
+    /// then applies to the blend's log-probabilities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lexical: Option<LexicalConfig>,
 }
 
 /// Everything needed to save a trained model.

@@ -3,14 +3,13 @@
 //! trainer and schedule) on features that carry no pre-trained knowledge — TF-IDF bag of
 //! words and bigrams for text, raw downscaled pixels for images.
 
-use std::collections::HashMap;
-
 use candle_core::{Device, Tensor};
 use image::imageops::{self, FilterType};
 
 use super::features::{Standardizer, select_rows};
 use super::head::Head;
 use super::head_train::{HeadTrainConfig, predict_logits, train_head};
+use super::lexical::{Lexicon, tokens};
 use super::recipe::Recipe;
 use super::training_loop::EpochMetrics;
 use super::{Example, ExampleInput, Observer, TrainError, TrainResult};
@@ -39,17 +38,6 @@ pub enum BaselineData {
     Text(Vec<Vec<String>>),
     /// Raw pixels `[N, 3·16·16]`.
     Pixels(Tensor),
-}
-
-fn tokens(text: &str) -> Vec<String> {
-    let words: Vec<String> = text
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(|w| w.to_lowercase())
-        .collect();
-    let mut out = words.clone();
-    out.extend(words.windows(2).map(|w| format!("{} {}", w[0], w[1])));
-    out
 }
 
 pub fn prepare(examples: &[Example], device: &Device) -> TrainResult<BaselineData> {
@@ -95,43 +83,10 @@ pub fn prepare(examples: &[Example], device: &Device) -> TrainResult<BaselineDat
 /// TF-IDF (sublinear tf, smoothed idf, L2-normalised rows) with the vocabulary and idf
 /// fitted on the training rows only.
 fn tfidf(docs: &[Vec<String>], train: &[usize], device: &Device) -> TrainResult<Tensor> {
-    let mut df: HashMap<&str, usize> = HashMap::new();
-    for &i in train {
-        let mut seen: Vec<&str> = docs[i].iter().map(String::as_str).collect();
-        seen.sort_unstable();
-        seen.dedup();
-        for t in seen {
-            *df.entry(t).or_insert(0) += 1;
-        }
-    }
-    let mut vocab: Vec<(&str, usize)> = df.into_iter().collect();
-    vocab.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-    vocab.truncate(MAX_VOCAB);
-    let n = train.len() as f32;
-    let index: HashMap<&str, (usize, f32)> = vocab
-        .iter()
-        .enumerate()
-        .map(|(j, (t, d))| (*t, (j, ((1.0 + n) / (1.0 + *d as f32)).ln() + 1.0)))
-        .collect();
-    let v = vocab.len().max(1);
-    let mut data = vec![0f32; docs.len() * v];
-    for (i, doc) in docs.iter().enumerate() {
-        let row = &mut data[i * v..(i + 1) * v];
-        let mut tf: HashMap<usize, (f32, f32)> = HashMap::new();
-        for t in doc {
-            if let Some(&(j, idf)) = index.get(t.as_str()) {
-                tf.entry(j).or_insert((0.0, idf)).0 += 1.0;
-            }
-        }
-        for (j, (count, idf)) in tf {
-            row[j] = (1.0 + count.ln()) * idf;
-        }
-        let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
-        if norm > 0.0 {
-            row.iter_mut().for_each(|x| *x /= norm);
-        }
-    }
-    Ok(Tensor::from_vec(data, (docs.len(), v), device)?)
+    let lexicon = Lexicon::fit(docs, train, MAX_VOCAB);
+    let all: Vec<usize> = (0..docs.len()).collect();
+    let x = lexicon.matrix(docs, &all);
+    Ok(Tensor::from_vec(x, (docs.len(), lexicon.dims()), device)?)
 }
 
 /// Trains the baseline on `train` rows and returns its logits on `valid` rows (and on any
@@ -190,29 +145,5 @@ impl Observer for Quiet<'_> {
     fn log(&mut self, _: &str) {}
     fn cancelled(&self) -> bool {
         self.inner.cancelled()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tfidf_rows_are_normalised_and_fit_on_training_rows_only() {
-        let docs: Vec<Vec<String>> = ["red apple", "green apple", "blue sky"]
-            .iter()
-            .map(|t| tokens(t))
-            .collect();
-        let x = tfidf(&docs, &[0, 1], &Device::Cpu)
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap();
-        for row in &x[..2] {
-            let norm: f32 = row.iter().map(|v| v * v).sum::<f32>().sqrt();
-            assert!((norm - 1.0).abs() < 1e-5);
-        }
-        // "blue sky" shares no term with the training rows: an all-zero row.
-        assert!(x[2].iter().all(|v| *v == 0.0));
-        assert_eq!(tokens("Red, apple!"), vec!["red", "apple", "red apple"]);
     }
 }

@@ -5,6 +5,7 @@
 
 use super::baseline;
 use super::fit::{FitPlan, Prepared, SplitFit};
+use super::lexical::LexicalModel;
 use super::report::{Candidate, FinalFit, SplitEval};
 use super::select::{FinetuneEvidence, HeldOut, Selection};
 use super::training_loop::FitTag;
@@ -26,6 +27,8 @@ pub struct CrossFit {
     pub splits: Vec<SplitSummary>,
     /// With a holdout split, its fit is the model itself.
     pub holdout_fit: Option<SplitFit>,
+    /// Text, holdout: the lexical model fitted on the training split.
+    pub holdout_lexical: Option<LexicalModel>,
 }
 
 fn mean_rounded(values: impl Iterator<Item = u32>) -> u32 {
@@ -57,6 +60,7 @@ pub fn cross_fit(run: &Prepared, obs: &mut dyn Observer) -> TrainResult<CrossFit
         held: HeldOut::default(),
         splits: Vec::new(),
         holdout_fit: None,
+        holdout_lexical: None,
     };
     for (f, s) in run.splits.iter().enumerate() {
         check_cancel(obs)?;
@@ -111,8 +115,18 @@ pub fn cross_fit(run: &Prepared, obs: &mut dyn Observer) -> TrainResult<CrossFit
         held.head.extend(fit.head_logits.iter().cloned());
         held.finetuned.extend(fit.best_logits().iter().cloned());
         held.baseline.extend(base);
+        let lexical = run.lexical_fit(&s.train);
+        if let Some(m) = &lexical {
+            held.lexical.extend(run.lexical_logits(m, &s.valid));
+            obs.log(&format!(
+                "lexical model: logistic regression on TF-IDF of {} terms, C = {}",
+                m.lexicon.terms.len(),
+                m.c
+            ));
+        }
         if !kfold {
             out.holdout_fit = Some(fit);
+            out.holdout_lexical = lexical;
         }
     }
     Ok(out)
@@ -160,4 +174,24 @@ pub fn final_fit(
         num_train: run.labels.len(),
     };
     Ok((fit, Some(info)))
+}
+
+/// Text, when the selection blends it in: the lexical model of the final model (the
+/// holdout split's, or after k-fold one fitted on all data).
+pub fn final_lexical(
+    run: &Prepared,
+    crossfit: &mut CrossFit,
+    selection: &Selection,
+) -> Option<LexicalModel> {
+    let blended = selection
+        .blend
+        .as_ref()
+        .is_some_and(|b| b.transfer_weight < 1.0);
+    if !blended {
+        return None;
+    }
+    match crossfit.holdout_lexical.take() {
+        Some(m) => Some(m),
+        None => run.lexical_fit(&(0..run.labels.len()).collect::<Vec<_>>()),
+    }
 }

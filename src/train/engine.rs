@@ -6,15 +6,18 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::artifact::{FORMAT_VERSION, ModelArtifact, ModelConfig, tensor_names};
+use candle_core::Tensor;
+
+use super::artifact::{FORMAT_VERSION, LexicalConfig, ModelArtifact, ModelConfig, tensor_names};
 use super::baseline;
 use super::budget;
-use super::crossfit::{cross_fit, final_fit};
+use super::crossfit::{cross_fit, final_fit, final_lexical};
 use super::evaluate::evaluate_run;
 use super::features::extract;
 use super::fit::{Prepared, SplitFit};
 use super::hyper::{DataProfile, ValidationSpec};
 use super::inputs::cost;
+use super::lexical::LexicalModel;
 use super::recipe::{Recipe, resolve};
 use super::report::{Candidate, Report};
 use super::select::select;
@@ -49,14 +52,18 @@ impl Engine {
             selection.chosen.describe(),
             selection.reason
         ));
+        if let Some(b) = &selection.blend {
+            obs.log(&format!("lexical blend: {}", b.reason));
+        }
         let (model, final_info) = final_fit(&run, &mut crossfit, &selection, obs)?;
+        let lexical = final_lexical(&run, &mut crossfit, &selection);
         check_cancel(obs)?;
         obs.stage(
             Stage::Evaluating,
             "measuring the chosen model on held-out data",
         );
         let (report, suspects) = evaluate_run(&run, &crossfit, &selection, final_info);
-        let artifact = package(&run, model, &report, suspects)?;
+        let artifact = package(&run, model, lexical, &report, suspects)?;
         Ok(TrainOutcome {
             recipe: run.recipe,
             report,
@@ -183,10 +190,12 @@ fn cap_finetuning_to_budget(
 }
 
 /// Last phase: the model's files — head, feature standardisation, the fine-tuned
-/// backbone's own weights when that candidate was kept, and the suspects.
+/// backbone's own weights when that candidate was kept, the lexical model when it is
+/// blended in, and the suspects.
 fn package(
     run: &Prepared,
     model: SplitFit,
+    lexical: Option<LexicalModel>,
     report: &Report,
     suspects: Vec<Suspect>,
 ) -> TrainResult<ModelArtifact> {
@@ -204,6 +213,34 @@ fn package(
         _ => None,
     };
     let (req, recipe) = (run.req, &run.recipe);
+    let lexical = match (lexical, &report.lexical_blend) {
+        (Some(m), Some(blend)) => {
+            let terms = m.lexicon.dims();
+            let classes = m.linear.classes;
+            let idf = if m.lexicon.idf.is_empty() {
+                vec![0.0]
+            } else {
+                m.lexicon.idf.clone()
+            };
+            tensors.push((
+                tensor_names::LEXICAL_IDF.into(),
+                Tensor::from_vec(idf, terms, &run.device)?,
+            ));
+            tensors.push((
+                tensor_names::LEXICAL_WEIGHT.into(),
+                Tensor::from_vec(m.linear.weight, (classes, terms), &run.device)?,
+            ));
+            tensors.push((
+                tensor_names::LEXICAL_BIAS.into(),
+                Tensor::from_vec(m.linear.bias, classes, &run.device)?,
+            ));
+            Some(LexicalConfig {
+                terms: m.lexicon.terms,
+                transfer_weight: blend.transfer_weight,
+            })
+        }
+        _ => None,
+    };
     Ok(ModelArtifact {
         config: ModelConfig {
             format_version: FORMAT_VERSION,
@@ -216,6 +253,7 @@ fn package(
             dropout: recipe.dropout,
             temperature: report.calibration.temperature,
             finetuned_backbone: backbone.is_some(),
+            lexical,
         },
         tensors,
         backbone,

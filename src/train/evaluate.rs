@@ -27,7 +27,8 @@ pub fn evaluate_run(
 ) -> (Report, Vec<Suspect>) {
     let held = &crossfit.held;
     let labels = &run.req.labels;
-    let chosen = held.logits(selection.chosen);
+    let kept = held.kept(selection.chosen, selection.blend.as_ref());
+    let chosen = kept.as_slice();
     let metrics = held.metrics(chosen, labels);
     let base = held.metrics(&held.baseline, labels);
     let calibration = calibrate(chosen, &held.y);
@@ -50,9 +51,11 @@ pub fn evaluate_run(
         final_fit,
         selected: selection.chosen,
         selection_reason: selection.reason.clone(),
+        lexical_blend: selection.blend.clone(),
         candidates: Candidates {
             head_only: Scores::from(&selection.head),
             finetuned: selection.finetuned.as_ref().map(Scores::from),
+            lexical: selection.lexical.as_ref().map(Scores::from),
         },
         baseline: BaselineReport {
             method: baseline::method(run.req.modality).into(),

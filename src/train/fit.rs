@@ -13,6 +13,7 @@ use super::finetune::{FinetuneRun, finetune, predict_logits as ft_logits};
 use super::head::{Head, balanced_class_weights};
 use super::head_train::{HeadTrainConfig, evaluate_logits, predict_logits, train_head};
 use super::hyper::{ClassWeights, DataProfile};
+use super::lexical::LexicalModel;
 use super::logreg::{C_GRID, LinearModel, Problem};
 use super::recipe::{HeadSolver, Recipe};
 use super::training_loop::{EpochMetrics, Evaluation, FitTag};
@@ -92,6 +93,42 @@ impl Prepared<'_> {
 
     fn examples(&self, idx: &[usize]) -> Vec<&Example> {
         idx.iter().map(|&i| &self.req.examples[i]).collect()
+    }
+
+    /// Per-row loss weights for rows of classes `y`, as the recipe's class weighting says.
+    pub fn row_weights(&self, y: &[usize]) -> Option<Vec<f32>> {
+        match self.recipe.class_weights {
+            ClassWeights::Balanced => {
+                let w = balanced_class_weights(y, self.classes());
+                Some(y.iter().map(|&c| w[c]).collect())
+            }
+            ClassWeights::None => None,
+        }
+    }
+
+    /// Text: the lexical model fitted on rows `train` (`None` for images).
+    pub fn lexical_fit(&self, train: &[usize]) -> Option<LexicalModel> {
+        let BaselineData::Text(docs) = &self.baseline else {
+            return None;
+        };
+        let y: Vec<usize> = train.iter().map(|&i| self.labels[i]).collect();
+        let weights = self.row_weights(&y);
+        Some(LexicalModel::fit(
+            docs,
+            &self.labels,
+            self.classes(),
+            train,
+            weights.as_deref(),
+            self.recipe.seed,
+        ))
+    }
+
+    /// Text: the lexical model's logits for rows `rows`.
+    pub fn lexical_logits(&self, model: &LexicalModel, rows: &[usize]) -> Vec<Vec<f32>> {
+        let BaselineData::Text(docs) = &self.baseline else {
+            return Vec::new();
+        };
+        rows.iter().map(|&i| model.logits(&docs[i])).collect()
     }
 
     /// The head trainer's settings for training rows `train` (also used by the baseline).
@@ -199,13 +236,7 @@ impl Prepared<'_> {
     ) -> TrainResult<Head> {
         let d = train_x.dims()[1];
         let x = train_x.flatten_all()?.to_vec1::<f32>()?;
-        let row_weights: Option<Vec<f32>> = match self.recipe.class_weights {
-            ClassWeights::Balanced => {
-                let w = balanced_class_weights(train_y, self.classes());
-                Some(train_y.iter().map(|&c| w[c]).collect())
-            }
-            ClassWeights::None => None,
-        };
+        let row_weights = self.row_weights(train_y);
         let problem = Problem {
             x: &x,
             d,

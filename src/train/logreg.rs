@@ -59,8 +59,24 @@ impl Problem<'_> {
         &self.x[i * self.d..(i + 1) * self.d]
     }
 
+    /// The non-zero columns of each row, when most entries are zero (bags of words), so
+    /// that a gradient costs the non-zeros rather than `n · d`.
+    fn nonzeros(&self) -> Option<Vec<Vec<u32>>> {
+        let nnz = self.x.iter().filter(|v| **v != 0.0).count();
+        (nnz * 4 < self.x.len()).then(|| {
+            (0..self.n())
+                .map(|i| {
+                    let row = self.row(i);
+                    (0..self.d as u32)
+                        .filter(|&j| row[j as usize] != 0.0)
+                        .collect()
+                })
+                .collect()
+        })
+    }
+
     /// Objective and gradient at `theta` = `[W (classes·d), b (classes)]`.
-    fn value_and_grad(&self, theta: &[f64], c: f64) -> (f64, Vec<f64>) {
+    fn value_and_grad(&self, theta: &[f64], c: f64, nz: Option<&[Vec<u32>]>) -> (f64, Vec<f64>) {
         let (k, d) = (self.classes, self.d);
         let w32: Vec<f32> = theta[..k * d].iter().map(|&v| v as f32).collect();
         let per_row: Vec<(f64, Vec<f64>)> = (0..self.n())
@@ -68,7 +84,17 @@ impl Problem<'_> {
             .map(|i| {
                 let x = self.row(i);
                 let logits: Vec<f64> = (0..k)
-                    .map(|j| dot(&w32[j * d..(j + 1) * d], x) + theta[k * d + j])
+                    .map(|j| {
+                        let w = &w32[j * d..(j + 1) * d];
+                        let wx = match nz {
+                            Some(nz) => nz[i]
+                                .iter()
+                                .map(|&c| (w[c as usize] * x[c as usize]) as f64)
+                                .sum(),
+                            None => dot(w, x),
+                        };
+                        wx + theta[k * d + j]
+                    })
                     .collect();
                 let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let z: f64 = logits.iter().map(|l| (l - max).exp()).sum();
@@ -92,9 +118,20 @@ impl Problem<'_> {
             .for_each(|(j, gj)| {
                 for (i, (_, r)) in per_row.iter().enumerate() {
                     let rj = r[j];
-                    if rj != 0.0 {
-                        for (g, &xv) in gj.iter_mut().zip(self.row(i)) {
-                            *g += rj * xv as f64;
+                    if rj == 0.0 {
+                        continue;
+                    }
+                    let x = self.row(i);
+                    match nz {
+                        Some(nz) => {
+                            for &c in &nz[i] {
+                                gj[c as usize] += rj * x[c as usize] as f64;
+                            }
+                        }
+                        None => {
+                            for (g, &xv) in gj.iter_mut().zip(x) {
+                                *g += rj * xv as f64;
+                            }
                         }
                     }
                 }
@@ -124,7 +161,8 @@ impl Problem<'_> {
                 *t = w as f64;
             }
         }
-        let theta = lbfgs(|t| self.value_and_grad(t, c), theta);
+        let nz = self.nonzeros();
+        let theta = lbfgs(|t| self.value_and_grad(t, c, nz.as_deref()), theta);
         LinearModel {
             weight: theta[..k * d].iter().map(|&v| v as f32).collect(),
             bias: theta[k * d..].iter().map(|&v| v as f32).collect(),
@@ -356,8 +394,33 @@ mod tests {
         };
         let m = p.fit(1.0, None);
         let theta: Vec<f64> = m.weight.iter().chain(&m.bias).map(|&v| v as f64).collect();
-        let (_, g) = p.value_and_grad(&theta, 1.0);
+        let (_, g) = p.value_and_grad(&theta, 1.0, None);
         assert!(norm(&g) < 1e-3, "gradient norm {}", norm(&g));
+    }
+
+    #[test]
+    fn sparse_rows_give_the_dense_objective() {
+        let (mut x, y) = data(30, 12, true, 4);
+        for (i, v) in x.iter_mut().enumerate() {
+            if i % 5 != 0 {
+                *v = 0.0;
+            }
+        }
+        let p = Problem {
+            x: &x,
+            d: 12,
+            y: &y,
+            classes: 2,
+            weights: None,
+        };
+        let nz = p.nonzeros().expect("80% zeros is sparse");
+        let theta: Vec<f64> = (0..26).map(|i| (i as f64 * 0.37).sin()).collect();
+        let (dense_v, dense_g) = p.value_and_grad(&theta, 0.7, None);
+        let (sparse_v, sparse_g) = p.value_and_grad(&theta, 0.7, Some(&nz));
+        assert!((dense_v - sparse_v).abs() < 1e-6 * dense_v.abs().max(1.0));
+        for (a, b) in dense_g.iter().zip(&sparse_g) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod head;
 pub mod head_train;
 pub mod hyper;
 pub mod inputs;
+pub mod lexical;
 pub mod logreg;
 pub mod metrics;
 pub mod optim;

@@ -42,6 +42,9 @@ pub struct Report {
     pub final_fit: Option<FinalFit>,
     pub selected: Candidate,
     pub selection_reason: String,
+    /// Text only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lexical_blend: Option<LexicalBlend>,
     pub candidates: Candidates,
     pub baseline: BaselineReport,
     pub transfer_gain: TransferGain,
@@ -164,6 +167,18 @@ pub struct Candidates {
     pub head_only: Scores,
     /// `None` when fine-tuning did not run.
     pub finetuned: Option<Scores>,
+    /// Text only: the lexical model (TF-IDF logistic regression) alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lexical: Option<Scores>,
+}
+
+/// Text only: whether the kept transfer model's probabilities are blended with the lexical
+/// model's, and why.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LexicalBlend {
+    /// Weight of the transfer model in the blend (1 = the lexical model is not used).
+    pub transfer_weight: f64,
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -4,8 +4,9 @@
 //! log loss, so that mere sharpness — which calibration undoes anyway — earns nothing.
 
 use super::calibration::fit_temperature;
+use super::lexical::blend_logits;
 use super::metrics::{Metrics, evaluate, softmax_rows};
-use super::report::{Candidate, MeanStd};
+use super::report::{Candidate, LexicalBlend, MeanStd};
 
 /// Held-out predictions gathered over one or more splits.
 #[derive(Default)]
@@ -19,6 +20,8 @@ pub struct HeldOut {
     /// The fine-tuned model's where it beat the head on its split, else the head's.
     pub finetuned: Vec<Vec<f32>>,
     pub baseline: Vec<Vec<f32>>,
+    /// Text only: the lexical model's (empty otherwise).
+    pub lexical: Vec<Vec<f32>>,
 }
 
 impl HeldOut {
@@ -26,6 +29,17 @@ impl HeldOut {
         match c {
             Candidate::HeadOnly => &self.head,
             Candidate::Finetuned => &self.finetuned,
+        }
+    }
+
+    /// The kept model's logits: the chosen candidate's, blended with the lexical model's
+    /// when that was chosen.
+    pub fn kept(&self, c: Candidate, blend: Option<&LexicalBlend>) -> Vec<Vec<f32>> {
+        match blend {
+            Some(b) if b.transfer_weight < 1.0 => {
+                blend_logits(self.logits(c), &self.lexical, b.transfer_weight)
+            }
+            _ => self.logits(c).to_vec(),
         }
     }
 
@@ -43,6 +57,9 @@ pub struct Selection {
     pub head: Metrics,
     /// `None` when fine-tuning did not run.
     pub finetuned: Option<Metrics>,
+    /// Text only: the lexical model alone, and the blend decision.
+    pub lexical: Option<Metrics>,
+    pub blend: Option<LexicalBlend>,
 }
 
 /// What the splits said about fine-tuning, beyond the held-out logits.
@@ -74,8 +91,16 @@ pub fn paired_gain(a: &[Vec<f32>], b: &[Vec<f32>], y: &[usize]) -> (f64, f64) {
     (m.mean, m.std / (d.len().max(1) as f64).sqrt())
 }
 
-/// Head-only or fine-tuned, by the one-standard-error rule.
+/// Head-only or fine-tuned, by the one-standard-error rule; then, for text, whether to
+/// blend it with the lexical model ([`choose_blend`]).
 pub fn select(held: &HeldOut, evidence: &FinetuneEvidence, labels: &[String]) -> Selection {
+    let mut s = select_transfer(held, evidence, labels);
+    s.blend = choose_blend(held, s.chosen);
+    s.lexical = (!held.lexical.is_empty()).then(|| held.metrics(&held.lexical, labels));
+    s
+}
+
+fn select_transfer(held: &HeldOut, evidence: &FinetuneEvidence, labels: &[String]) -> Selection {
     let head = held.metrics(&held.head, labels);
     if !evidence.ran {
         return Selection {
@@ -83,6 +108,8 @@ pub fn select(held: &HeldOut, evidence: &FinetuneEvidence, labels: &[String]) ->
             reason: "finetune_epochs = 0: head only".into(),
             head,
             finetuned: None,
+            lexical: None,
+            blend: None,
         };
     }
     let ft = held.metrics(&held.finetuned, labels);
@@ -110,7 +137,72 @@ pub fn select(held: &HeldOut, evidence: &FinetuneEvidence, labels: &[String]) ->
         reason,
         head,
         finetuned: Some(ft),
+        lexical: None,
+        blend: None,
     }
+}
+
+/// Weights of the transfer model tried in a blend, from lexical-only to transfer-only.
+const BLEND_WEIGHTS: [f64; 11] = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
+
+/// Mean log loss at the logits' own fitted temperature (calibration would undo any
+/// difference in mere sharpness).
+fn mean_log_loss(logits: &[Vec<f32>], y: &[usize]) -> f64 {
+    let p = softmax_rows(logits, fit_temperature(logits, y) as f32);
+    y.iter()
+        .enumerate()
+        .map(|(i, &c)| -(p[i][c] as f64).clamp(1e-15, 1.0).ln())
+        .sum::<f64>()
+        / y.len().max(1) as f64
+}
+
+/// Text: blends the kept transfer model's held-out probabilities with the lexical model's
+/// at the weight of lowest held-out log loss, and keeps the blend only when it beats the
+/// transfer model alone by more than one standard error (the rule fine-tuning must pass).
+/// `None` when there is no lexical model (images).
+pub fn choose_blend(held: &HeldOut, chosen: Candidate) -> Option<LexicalBlend> {
+    if held.lexical.is_empty() {
+        return None;
+    }
+    let transfer = held.logits(chosen);
+    let (w, loss) = BLEND_WEIGHTS
+        .iter()
+        .map(|&w| {
+            (
+                w,
+                mean_log_loss(&blend_logits(transfer, &held.lexical, w), &held.y),
+            )
+        })
+        // Ties go to the larger transfer weight, which comes later.
+        .reduce(|a, b| if b.1 <= a.1 + 1e-12 { b } else { a })
+        .expect("a non-empty grid");
+    let alone = mean_log_loss(transfer, &held.y);
+    if w >= 1.0 {
+        return Some(LexicalBlend {
+            transfer_weight: 1.0,
+            reason: format!(
+                "no blend with the lexical model lowered the held-out log loss ({alone:.4}): the transfer model is used alone"
+            ),
+        });
+    }
+    let blended = blend_logits(transfer, &held.lexical, w);
+    let (gain, se) = paired_gain(transfer, &blended, &held.y);
+    Some(if gain > se {
+        LexicalBlend {
+            transfer_weight: w,
+            reason: format!(
+                "blending {w:.1} transfer + {:.1} lexical (TF-IDF) lowered the held-out log loss from {alone:.4} to {loss:.4}; with each calibrated, the gain {gain:.4} exceeds one standard error ({se:.4})",
+                1.0 - w
+            ),
+        }
+    } else {
+        LexicalBlend {
+            transfer_weight: 1.0,
+            reason: format!(
+                "the best blend with the lexical model ({w:.1} transfer) did not beat the transfer model alone by more than one standard error (gain {gain:.4} ± {se:.4}): the transfer model is used alone"
+            ),
+        }
+    })
 }
 
 #[cfg(test)]
@@ -124,6 +216,7 @@ mod tests {
             head,
             finetuned,
             baseline: Vec::new(),
+            lexical: Vec::new(),
         }
     }
 
@@ -163,5 +256,39 @@ mod tests {
         assert_eq!(better.chosen, Candidate::Finetuned, "{}", better.reason);
         let tie = select(&held(weak.clone(), weak, y), &evidence, &labels());
         assert_eq!(tie.chosen, Candidate::HeadOnly, "{}", tie.reason);
+    }
+
+    #[test]
+    fn the_lexical_blend_is_kept_only_when_it_helps() {
+        let y: Vec<usize> = (0..60).map(|i| i % 2).collect();
+        let sure = |c: usize, right: bool| {
+            let hit = if right { c } else { 1 - c };
+            if hit == 0 {
+                vec![2.0f32, 0.0]
+            } else {
+                vec![0.0, 2.0]
+            }
+        };
+        // The transfer model errs on every third row, the lexical model on every fifth.
+        let transfer: Vec<Vec<f32>> = y
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| sure(c, i % 3 != 0))
+            .collect();
+        let lexical: Vec<Vec<f32>> = y
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| sure(c, i % 5 != 1))
+            .collect();
+        let mut h = held(transfer.clone(), transfer.clone(), y.clone());
+        h.lexical = lexical;
+        let b = choose_blend(&h, Candidate::HeadOnly).unwrap();
+        assert!(b.transfer_weight < 1.0, "{}", b.reason);
+        // A lexical model that knows nothing is never blended in.
+        h.lexical = vec![vec![0.0, 0.0]; y.len()];
+        let b = choose_blend(&h, Candidate::HeadOnly).unwrap();
+        assert_eq!(b.transfer_weight, 1.0, "{}", b.reason);
+        h.lexical.clear();
+        assert!(choose_blend(&h, Candidate::HeadOnly).is_none());
     }
 }

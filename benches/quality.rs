@@ -255,8 +255,13 @@ async fn run_row(models: &Path, data: &Path, set: &str, n: usize, seed: usize) -
         rec["accuracy"] = json!((acc * 1e4).round() / 1e4);
         rec["macro_f1"] = json!((f1 * 1e4).round() / 1e4);
         rec["predict_seconds"] = json!((t1.elapsed().as_secs_f64() * 10.0).round() / 10.0);
-        rec["selected"] = m["selected"].clone();
+        let selected = m["selected"].as_str().unwrap_or("–");
+        rec["selected"] = match m["lexical_blend"]["transfer_weight"].as_f64() {
+            Some(w) if w < 1.0 => json!(format!("{selected} + {:.1} lexical", 1.0 - w)),
+            _ => json!(selected),
+        };
         rec["selection_reason"] = m["selection_reason"].clone();
+        rec["lexical_blend"] = m["lexical_blend"].clone();
         rec["config"] = job["config"].clone();
     }
     app.stop().await;

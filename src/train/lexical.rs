@@ -213,8 +213,8 @@ mod tests {
     fn vectors_are_normalised_and_the_vocabulary_comes_from_training_rows_only() {
         let d = docs(&["red apple", "green apple", "blue sky"]);
         let lex = Lexicon::fit(&d, &[0, 1], MAX_TERMS);
-        for i in 0..2 {
-            let norm: f32 = lex.vector(&d[i]).iter().map(|v| v * v).sum::<f32>().sqrt();
+        for doc in &d[..2] {
+            let norm: f32 = lex.vector(doc).iter().map(|v| v * v).sum::<f32>().sqrt();
             assert!((norm - 1.0).abs() < 1e-5);
         }
         // "blue sky" shares no term with the training rows: an all-zero row.

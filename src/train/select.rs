@@ -153,6 +153,7 @@ fn mean_log_loss(logits: &[Vec<f32>], y: &[usize]) -> f64 {
         .enumerate()
         .map(|(i, &c)| -(p[i][c] as f64).clamp(1e-15, 1.0).ln())
         .sum::<f64>()
+        .abs()
         / y.len().max(1) as f64
 }
 

@@ -78,7 +78,7 @@ export const fmt = {
   },
   /** A training candidate's name: "head_only" → "Head only", "finetuned" → "Fine-tuned". */
   candidate(name) {
-    return { head_only: 'Head only', finetuned: 'Fine-tuned' }[name] || fmt.words(name);
+    return { head_only: 'Head only', finetuned: 'Fine-tuned', lexical: 'Lexical (TF-IDF words)' }[name] || fmt.words(name);
   },
   shortId(id) {
     return id ? id.slice(0, 8) : '—';

@@ -96,10 +96,11 @@ export function crossValidation(m) {
       + `${plural(fit.head_epochs, 'head epoch')}${fit.finetune_epochs ? ` and ${plural(fit.finetune_epochs, 'fine-tuning epoch')}` : ', no fine-tuning'} (chosen from the folds).`) : null);
 }
 
-/** Head only vs fine-tuned, and why one was kept. */
+/** Head only vs fine-tuned (and for text the lexical model), and why one was kept. */
 export function candidates(m) {
   const c = m.candidates;
   if (!c) return null;
+  const blend = m.lexical_blend;
   const rows = Object.entries(c).map(([name, x]) => {
     const kept = name === m.selected;
     const cells = !x
@@ -113,6 +114,7 @@ export function candidates(m) {
   });
   return card('How the model was chosen',
     m.selection_reason ? h('p', {}, h('strong', { text: `${fmt.candidate(m.selected)}: ` }), m.selection_reason) : null,
+    blend ? h('p', { id: 'lexical-blend' }, h('strong', { text: blend.transfer_weight < 1 ? 'Blended with the lexical model: ' : 'Not blended: ' }), blend.reason) : null,
     dataTable('candidates', headRow(['Candidate', 'Accuracy', 'Macro-F1', 'Log loss']), rows));
 }
 

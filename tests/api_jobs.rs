@@ -222,19 +222,9 @@ async fn text_job_trains_reports_and_predicts() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // Download → import → the imported model predicts the same.
-    let resp = app
-        .router
-        .clone()
-        .oneshot(
-            Request::get(format!("/v1/models/{model_id}/download"))
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/zip");
-    let archive = resp.into_body().collect().await.unwrap().to_bytes();
+    let (status, headers, archive) = app.download_model(model_id).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "application/zip");
     let (status, imported) = app.upload("/v1/models", "model.zip", &archive, &[]).await;
     assert_eq!(status, StatusCode::CREATED, "{imported}");
     assert_ne!(imported["id"], model["id"]);

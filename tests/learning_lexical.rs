@@ -6,14 +6,9 @@
 
 mod common;
 
-use std::time::Duration;
-
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use common::TestApp;
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 /// Each team's product numbers: the only thing that tells the teams apart, one token in
 /// a long ticket whose sentences every team shares. A mean-pooled embedding all but loses
@@ -82,15 +77,7 @@ async fn product_numbers_are_learned_through_the_lexical_blend() {
     for (text, t) in &train {
         csv.push_str(&format!("{text},{}\n", TEAMS[*t].0));
     }
-    let ds = app.upload_dataset("tickets.csv", csv.as_bytes()).await;
-    let (status, job) = app
-        .post_json("/v1/jobs", json!({"dataset_id": ds["id"]}))
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{job}");
-    let job = app
-        .wait_job(job["id"].as_str().unwrap(), Duration::from_secs(600))
-        .await;
-    assert_eq!(job["status"], "succeeded", "{job}");
+    let (_, job) = app.train(&csv, json!({})).await;
     let metrics = &job["metrics"];
     let blend = &metrics["lexical_blend"];
     let weight = blend["transfer_weight"]
@@ -134,18 +121,8 @@ async fn product_numbers_are_learned_through_the_lexical_blend() {
     assert!(acc >= 0.9, "model accuracy {acc} on unseen tickets");
 
     // The lexical part travels with the archive.
-    let resp = app
-        .router
-        .clone()
-        .oneshot(
-            Request::get(format!("/v1/models/{model_id}/download"))
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    let archive = resp.into_body().collect().await.unwrap().to_bytes();
+    let (status, _, archive) = app.download_model(model_id).await;
+    assert_eq!(status, StatusCode::OK);
     let (status, imported) = app.upload("/v1/models", "model.zip", &archive, &[]).await;
     assert_eq!(status, StatusCode::CREATED, "{imported}");
     let (status, again) = app

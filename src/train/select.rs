@@ -73,20 +73,21 @@ pub struct FinetuneEvidence {
     pub final_epochs: Option<u32>,
 }
 
+/// Per-example log loss of some logits at their own fitted temperature (calibration would
+/// undo any difference in mere sharpness).
+fn calibrated_losses(logits: &[Vec<f32>], y: &[usize]) -> Vec<f64> {
+    let p = softmax_rows(logits, fit_temperature(logits, y) as f32);
+    y.iter()
+        .enumerate()
+        .map(|(i, &c)| -(p[i][c] as f64).clamp(1e-15, 1.0).ln())
+        .collect()
+}
+
 /// Mean per-example reduction of log loss from `a` to `b` logits, each at its own fitted
 /// temperature, and the standard error of that mean.
 pub fn paired_gain(a: &[Vec<f32>], b: &[Vec<f32>], y: &[usize]) -> (f64, f64) {
-    let pa = softmax_rows(a, fit_temperature(a, y) as f32);
-    let pb = softmax_rows(b, fit_temperature(b, y) as f32);
-    let d: Vec<f64> = y
-        .iter()
-        .enumerate()
-        .map(|(i, &c)| {
-            let la = -(pa[i][c] as f64).clamp(1e-15, 1.0).ln();
-            let lb = -(pb[i][c] as f64).clamp(1e-15, 1.0).ln();
-            la - lb
-        })
-        .collect();
+    let (la, lb) = (calibrated_losses(a, y), calibrated_losses(b, y));
+    let d: Vec<f64> = la.iter().zip(&lb).map(|(a, b)| a - b).collect();
     let m = MeanStd::of(&d);
     (m.mean, m.std / (d.len().max(1) as f64).sqrt())
 }
@@ -145,16 +146,9 @@ fn select_transfer(held: &HeldOut, evidence: &FinetuneEvidence, labels: &[String
 /// Weights of the transfer model tried in a blend, from lexical-only to transfer-only.
 const BLEND_WEIGHTS: [f64; 11] = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
 
-/// Mean log loss at the logits' own fitted temperature (calibration would undo any
-/// difference in mere sharpness).
+/// Mean of [`calibrated_losses`] (`abs` turns a perfect `-0.0` into `0.0` for the reasons).
 fn mean_log_loss(logits: &[Vec<f32>], y: &[usize]) -> f64 {
-    let p = softmax_rows(logits, fit_temperature(logits, y) as f32);
-    y.iter()
-        .enumerate()
-        .map(|(i, &c)| -(p[i][c] as f64).clamp(1e-15, 1.0).ln())
-        .sum::<f64>()
-        .abs()
-        / y.len().max(1) as f64
+    (calibrated_losses(logits, y).iter().sum::<f64>() / y.len().max(1) as f64).abs()
 }
 
 /// Text: blends the kept transfer model's held-out probabilities with the lexical model's
@@ -166,18 +160,27 @@ pub fn choose_blend(held: &HeldOut, chosen: Candidate) -> Option<LexicalBlend> {
         return None;
     }
     let transfer = held.logits(chosen);
-    let (w, loss) = BLEND_WEIGHTS
+    let mut tried: Vec<(f64, Vec<Vec<f32>>, f64)> = BLEND_WEIGHTS
         .iter()
         .map(|&w| {
-            (
-                w,
-                mean_log_loss(&blend_logits(transfer, &held.lexical, w), &held.y),
-            )
+            let blended = blend_logits(transfer, &held.lexical, w);
+            let loss = mean_log_loss(&blended, &held.y);
+            (w, blended, loss)
         })
-        // Ties go to the larger transfer weight, which comes later.
-        .reduce(|a, b| if b.1 <= a.1 + 1e-12 { b } else { a })
+        .collect();
+    // The grid ends at weight 1: the transfer model alone.
+    let alone = tried.last().expect("a non-empty grid").2;
+    // Ties go to the larger transfer weight, which comes later.
+    let best = (0..tried.len())
+        .reduce(|a, b| {
+            if tried[b].2 <= tried[a].2 + 1e-12 {
+                b
+            } else {
+                a
+            }
+        })
         .expect("a non-empty grid");
-    let alone = mean_log_loss(transfer, &held.y);
+    let (w, blended, loss) = tried.swap_remove(best);
     if w >= 1.0 {
         return Some(LexicalBlend {
             transfer_weight: 1.0,
@@ -186,7 +189,6 @@ pub fn choose_blend(held: &HeldOut, chosen: Candidate) -> Option<LexicalBlend> {
             ),
         });
     }
-    let blended = blend_logits(transfer, &held.lexical, w);
     let (gain, se) = paired_gain(transfer, &blended, &held.y);
     Some(if gain > se {
         LexicalBlend {

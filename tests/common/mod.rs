@@ -102,6 +102,26 @@ impl TestApp {
         (status, headers, value)
     }
 
+    /// `GET /v1/models/{id}/download`: the status, the headers and the archive's bytes.
+    pub async fn download_model(
+        &self,
+        id: &str,
+    ) -> (StatusCode, axum::http::HeaderMap, axum::body::Bytes) {
+        let mut req = Request::get(format!("/v1/models/{id}/download"))
+            .body(Body::empty())
+            .unwrap();
+        if let Some(key) = &self.key {
+            req.headers_mut().insert(
+                header::AUTHORIZATION,
+                format!("Bearer {key}").parse().unwrap(),
+            );
+        }
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let (status, headers) = (resp.status(), resp.headers().clone());
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, headers, bytes)
+    }
+
     pub async fn get(&self, uri: &str) -> (StatusCode, Value) {
         self.send(Request::get(uri).body(Body::empty()).unwrap())
             .await

@@ -86,13 +86,9 @@ async fn run_row(
     let m = &job["metrics"];
     let cv = &m["cv"]["accuracy"];
     // Time per stage, from the job's events (summed over folds).
-    let (_, events) = app
-        .get(&format!("/v1/jobs/{}/events", job["id"].as_str().unwrap()))
-        .await;
+    let events = app.events(job["id"].as_str().unwrap()).await;
     let at = |e: &Value| chrono::DateTime::parse_from_rfc3339(e["at"].as_str().unwrap()).unwrap();
-    let marks: Vec<&Value> = events["data"]
-        .as_array()
-        .unwrap()
+    let marks: Vec<&Value> = events
         .iter()
         .filter(|e| e["kind"] == "stage" || e["kind"] == "succeeded")
         .collect();

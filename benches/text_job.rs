@@ -51,10 +51,7 @@ async fn main() {
     assert_eq!(job["status"], "succeeded", "{job}");
     let total = t0.elapsed();
 
-    let (_, events) = app
-        .get(&format!("/v1/jobs/{}/events", job["id"].as_str().unwrap()))
-        .await;
-    let events = events["data"].as_array().unwrap();
+    let events = app.events(job["id"].as_str().unwrap()).await;
     let at =
         |e: &serde_json::Value| DateTime::parse_from_rfc3339(e["at"].as_str().unwrap()).unwrap();
     let marks: Vec<(String, DateTime<_>)> = events

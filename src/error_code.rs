@@ -66,6 +66,10 @@ codes! {
     TooManyFiles = "too_many_files", 422;
     FieldTooLong = "field_too_long", 422;
     RouteNotFound = "route_not_found", 404;
+    /// A query parameter has a bad value (`limit` out of range, say); the message names it.
+    InvalidQuery = "invalid_query", 400;
+    /// A list's `after` is not the id of one of its items.
+    InvalidCursor = "invalid_cursor", 400;
     MissingApiKey = "missing_api_key", 401;
     InvalidApiKey = "invalid_api_key", 401;
     RateLimited = "rate_limited", 429;

@@ -230,5 +230,5 @@ async fn unknown_routes_answer_json_404() {
     );
     let (status, spec) = app.get("/openapi.json").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(spec["openapi"], "3.0.3");
+    assert_eq!(spec["openapi"], "3.1.0");
 }

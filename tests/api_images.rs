@@ -177,13 +177,9 @@ async fn image_job_trains_and_predicts_from_files_and_base64() {
         .await;
     assert_eq!(job["status"], "succeeded", "{job}");
     assert_eq!(job["config"]["augment"]["flip"], true, "{}", job["config"]);
-    let (_, events) = app
-        .get(&format!("/v1/jobs/{}/events", job["id"].as_str().unwrap()))
-        .await;
+    let events = app.events(job["id"].as_str().unwrap()).await;
     assert!(
-        events["data"]
-            .as_array()
-            .unwrap()
+        events
             .iter()
             .any(|e| e["kind"] == "epoch" && e["stage"] == "finetuning")
     );

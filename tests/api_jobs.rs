@@ -115,10 +115,7 @@ async fn text_job_trains_reports_and_predicts() {
     );
 
     // Events: stages in order, per-epoch metrics, final event with the metrics.
-    let (_, events) = app
-        .get(&format!("/v1/jobs/{}/events", job["id"].as_str().unwrap()))
-        .await;
-    let events = events["data"].as_array().unwrap();
+    let events = app.events(job["id"].as_str().unwrap()).await;
     let stages: Vec<&str> = events
         .iter()
         .filter(|e| e["kind"] == "stage")
@@ -392,14 +389,8 @@ async fn a_job_running_when_the_process_died_is_requeued_and_finishes() {
     let job = app.wait_job("crashed-job", Duration::from_secs(60)).await;
     assert_eq!(job["status"], "succeeded", "{job}");
     assert_eq!(job["attempts"], 2);
-    let (_, events) = app.get("/v1/jobs/crashed-job/events").await;
-    assert!(
-        events["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["kind"] == "requeued")
-    );
+    let events = app.events("crashed-job").await;
+    assert!(events.iter().any(|e| e["kind"] == "requeued"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -449,10 +440,7 @@ async fn small_datasets_default_to_kfold_with_a_final_fit_on_all_data() {
     }
     assert_eq!(m["final_fit"]["num_train"], 24);
     // Fold events are tagged; the final fit happened after the folds.
-    let (_, events) = app
-        .get(&format!("/v1/jobs/{}/events", job["id"].as_str().unwrap()))
-        .await;
-    let events = events["data"].as_array().unwrap();
+    let events = app.events(job["id"].as_str().unwrap()).await;
     let heads = events
         .iter()
         .filter(|e| e["kind"] == "stage" && e["stage"] == "training_head")

@@ -109,13 +109,8 @@ async fn sigkill_mid_training_then_restart_reruns_the_job_and_keeps_everything()
     let finished = restarted_at.elapsed();
     assert_eq!(job["status"], "succeeded", "{job}\n{}", server.log());
     assert_eq!(job["attempts"], 2, "{job}");
-    let (_, events) = c.get(&format!("/v1/jobs/{job_id}/events")).await;
-    let kinds: Vec<&str> = events["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
+    let events = c.events(&job_id).await;
+    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
     assert!(kinds.contains(&"requeued"), "{kinds:?}");
     assert_eq!(kinds.last(), Some(&"succeeded"));
 

@@ -154,10 +154,8 @@ fn uploads_and_model_imports_never_500_and_stay_inside_the_data_folder() {
         .unwrap();
     assert_layout(&root, &backbones);
     // What was stored is consistent: every row has its folder and vice versa.
-    let (_, list) = rt.block_on(app.get("/v1/datasets"));
-    let rows: BTreeSet<String> = list["data"]
-        .as_array()
-        .unwrap()
+    let list = rt.block_on(app.list_all("/v1/datasets"));
+    let rows: BTreeSet<String> = list
         .iter()
         .map(|d| d["id"].as_str().unwrap().to_string())
         .collect();
@@ -378,8 +376,7 @@ fn random_json_to_jobs_and_predict_never_500() {
     rt.block_on(async {
         let (status, _) = app.get("/healthz").await;
         assert_eq!(status, StatusCode::OK);
-        let (_, jobs) = app.get("/v1/jobs").await;
-        for j in jobs["data"].as_array().unwrap() {
+        for j in app.list_all("/v1/jobs").await {
             assert_ne!(j["status"], "failed", "{j}");
         }
     });

@@ -4,13 +4,16 @@ use axum::Json;
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, Path, State};
 use axum::http::StatusCode;
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::AppState;
 use super::budget;
 use super::error::{ApiError, ApiResult};
 use super::extract::Tenant;
+use super::list::{List, ListQuery, QueryParams, unknown_cursor};
+use super::schema::{ApiErrors, DatasetUpload, SuspectDoc};
 use super::upload::{TempUpload, read_form};
 use crate::datasets::{self, DatasetError, ParsedDataset, stored};
 use crate::error_code::Code;
@@ -47,6 +50,10 @@ fn parse_upload(
     parsed.finish(limits)
 }
 
+/// Upload a labelled dataset; it is parsed and checked before it is stored.
+#[utoipa::path(post, path = "/datasets", tag = "datasets",
+    request_body(content = DatasetUpload, content_type = "multipart/form-data"),
+    responses((status = 201, description = "The dataset, with its labels and warnings", body = DatasetRecord), ApiErrors))]
 pub async fn create(
     State(st): State<AppState>,
     Tenant(tenant): Tenant,
@@ -138,10 +145,24 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(record)))
 }
 
-pub async fn list(State(st): State<AppState>, Tenant(tenant): Tenant) -> ApiResult<Json<Value>> {
-    Ok(Json(json!({"data": st.db.list_datasets(&tenant).await?})))
+/// The datasets, newest first.
+#[utoipa::path(get, path = "/datasets", tag = "datasets", params(ListQuery),
+    responses((status = 200, body = List<DatasetRecord>), ApiErrors))]
+pub async fn list(
+    State(st): State<AppState>,
+    Tenant(tenant): Tenant,
+    query: QueryParams,
+) -> ApiResult<Json<List<DatasetRecord>>> {
+    let page = query.page()?;
+    let found = st.db.list_datasets(&tenant, &page).await?;
+    let page = found.ok_or_else(|| unknown_cursor("dataset", page.after.as_deref()))?;
+    Ok(Json(List::new(page, |d| d.id.clone())))
 }
 
+/// One dataset.
+#[utoipa::path(get, path = "/datasets/{id}", tag = "datasets",
+    params(("id" = String, Path, description = "The dataset's id")),
+    responses((status = 200, body = DatasetRecord), ApiErrors))]
 pub async fn show(
     State(st): State<AppState>,
     Tenant(tenant): Tenant,
@@ -154,6 +175,10 @@ pub async fn show(
         .ok_or_else(|| ApiError::not_found(Code::DatasetNotFound, &id))
 }
 
+/// Delete a dataset (refused while a queued or running job uses it); its models stay.
+#[utoipa::path(delete, path = "/datasets/{id}", tag = "datasets",
+    params(("id" = String, Path, description = "The dataset's id")),
+    responses((status = 204, description = "Deleted"), ApiErrors))]
 pub async fn delete(
     State(st): State<AppState>,
     Tenant(tenant): Tenant,
@@ -185,38 +210,57 @@ fn dataset_in_use() -> ApiError {
     )
 }
 
-#[derive(serde::Deserialize)]
-pub struct SuspectsQuery {
-    model_id: Option<String>,
-    limit: Option<usize>,
+/// `GET /v1/datasets/{id}/suspects`: the examples to check first for labelling mistakes.
+#[derive(Serialize, ToSchema)]
+pub struct Suspects {
+    pub dataset_id: String,
+    pub model_id: String,
+    /// How the examples were judged (out-of-fold, or the validation split only).
+    pub method: &'static str,
+    /// Least likely given label first.
+    #[schema(value_type = Vec<SuspectDoc>)]
+    pub data: Vec<SuspectRow>,
 }
 
-/// `GET /v1/datasets/{id}/suspects?model_id=...`: the examples whose given label a model
-/// trained on this dataset finds least likely (judged on held-out predictions), with the
-/// label it prefers — the first places to look for labelling mistakes.
-pub async fn suspects(
-    State(st): State<AppState>,
-    Tenant(tenant): Tenant,
-    Path(id): Path<String>,
-    axum::extract::Query(q): axum::extract::Query<SuspectsQuery>,
-) -> ApiResult<Json<Value>> {
-    let dataset = st
-        .db
-        .get_dataset(&tenant, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(Code::DatasetNotFound, &id))?;
-    let model = match &q.model_id {
+/// A suspect with the example it is about.
+#[derive(Serialize)]
+pub struct SuspectRow {
+    #[serde(flatten)]
+    pub suspect: crate::train::suspects::Suspect,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+/// The query of the suspects, for the OpenAPI document.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SuspectsQuery {
+    /// A model trained on this dataset (default: the newest).
+    pub model_id: Option<String>,
+    /// How many examples, from 1 to 100.
+    #[param(minimum = 1, maximum = 100, default = 20)]
+    pub limit: Option<u32>,
+}
+
+/// The model named by `model_id`, or the newest trained on the dataset.
+async fn suspects_model(
+    st: &AppState,
+    tenant: &str,
+    dataset: &DatasetRecord,
+    model_id: Option<&str>,
+) -> ApiResult<crate::store::models::ModelRecord> {
+    let model = match model_id {
         Some(mid) => st
             .db
-            .get_model(&tenant, mid)
+            .get_model(tenant, mid)
             .await?
             .ok_or_else(|| ApiError::not_found(Code::ModelNotFound, mid))?,
         None => st
             .db
-            .list_models(&tenant)
+            .latest_model_for_dataset(tenant, &dataset.id)
             .await?
-            .into_iter()
-            .find(|m| m.dataset_id == dataset.id)
             .ok_or_else(|| {
                 ApiError::new(
                     Code::NoModelForDataset,
@@ -233,10 +277,31 @@ pub async fn suspects(
             ),
         ));
     }
-    let limit = q.limit.unwrap_or(20).clamp(1, 100);
+    Ok(model)
+}
+
+/// The examples whose given label a model trained on this dataset finds least likely
+/// (judged on held-out predictions), with the label it prefers: the first places to look
+/// for labelling mistakes.
+#[utoipa::path(get, path = "/datasets/{id}/suspects", tag = "datasets",
+    params(("id" = String, Path, description = "The dataset's id"), SuspectsQuery),
+    responses((status = 200, body = Suspects), ApiErrors))]
+pub async fn suspects(
+    State(st): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+    query: QueryParams,
+) -> ApiResult<Json<Suspects>> {
+    let limit = query.limit()? as usize;
+    let dataset = st
+        .db
+        .get_dataset(&tenant, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(Code::DatasetNotFound, &id))?;
+    let model = suspects_model(&st, &tenant, &dataset, query.get("model_id")).await?;
     let model_dir = st.artifacts.model_dir(&model.id);
     let dataset_dir = st.artifacts.dataset_dir(&dataset.id);
-    let data = tokio::task::spawn_blocking(move || -> ApiResult<Vec<Value>> {
+    let data = tokio::task::spawn_blocking(move || -> ApiResult<Vec<SuspectRow>> {
         let bytes = std::fs::read(model_dir.join(crate::train::artifact::SUSPECTS_FILE))
             .map_err(ApiError::internal)?;
         let list: Vec<crate::train::suspects::Suspect> =
@@ -245,14 +310,17 @@ pub async fn suspects(
         Ok(list
             .into_iter()
             .take(limit)
-            .map(|s| {
-                let mut v = serde_json::to_value(&s).expect("serialises");
-                match examples.get(s.index) {
-                    Some(datasets::RawExample::Text { text, .. }) => v["text"] = json!(text),
-                    Some(datasets::RawExample::Image { file, .. }) => v["file"] = json!(file),
-                    None => {}
+            .map(|suspect| {
+                let (text, file) = match examples.get(suspect.index) {
+                    Some(datasets::RawExample::Text { text, .. }) => (Some(text.clone()), None),
+                    Some(datasets::RawExample::Image { file, .. }) => (None, Some(file.clone())),
+                    None => (None, None),
+                };
+                SuspectRow {
+                    suspect,
+                    text,
+                    file,
                 }
-                v
             })
             .collect())
     })
@@ -266,10 +334,10 @@ pub async fn suspects(
             "predictions on the validation split (only those examples are judged; use k-fold validation to check every example)"
         }
     };
-    Ok(Json(json!({
-        "dataset_id": dataset.id,
-        "model_id": model.id,
-        "method": method,
-        "data": data,
-    })))
+    Ok(Json(Suspects {
+        dataset_id: dataset.id,
+        model_id: model.id,
+        method,
+        data,
+    }))
 }

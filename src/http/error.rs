@@ -5,12 +5,11 @@
 //! `model_corrupt`) are logged here, once, as they are answered, and clients get a fixed
 //! message instead of their details.
 
+use super::schema::{ErrorBody, ErrorDetail};
+use crate::error_code::{Code, ErrorCode};
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
-
-use crate::error_code::{Code, ErrorCode};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -99,7 +98,12 @@ impl IntoResponse for ApiError {
             }
             None => self.message,
         };
-        let body = Json(json!({"error": {"code": self.code.name(), "message": message}}));
+        let body = Json(ErrorBody {
+            error: ErrorDetail {
+                code: self.code.name(),
+                message,
+            },
+        });
         let mut response = (status, body).into_response();
         if let Some(secs) = self.retry_after {
             response.headers_mut().insert(

@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -16,11 +16,16 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, Tenant};
+use super::list::{List, ListQuery, QueryParams, unknown_cursor};
+use super::schema::{ApiErrors, JobRequestDoc};
 use crate::error_code::Code;
 use crate::jobs::submit::submit;
 use crate::jobs::{CancelOutcome, JobSpec};
 use crate::store::jobs::{JobEvent, JobRecord, JobStatus};
 
+/// Start training a model on a dataset; the job is queued and runs in the background.
+#[utoipa::path(post, path = "/jobs", tag = "jobs", request_body = JobRequestDoc,
+    responses((status = 201, description = "The queued job", body = JobRecord), ApiErrors))]
 pub async fn create(
     State(st): State<AppState>,
     Tenant(tenant): Tenant,
@@ -40,8 +45,27 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(job)))
 }
 
-pub async fn list(State(st): State<AppState>, Tenant(tenant): Tenant) -> ApiResult<Json<Value>> {
-    Ok(Json(json!({"data": st.db.list_jobs(&tenant).await?})))
+/// The query of the job list, for the OpenAPI document.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct JobListQuery {
+    /// Only the jobs on this dataset.
+    pub dataset_id: Option<String>,
+}
+
+/// The jobs, newest first.
+#[utoipa::path(get, path = "/jobs", tag = "jobs", params(ListQuery, JobListQuery),
+    responses((status = 200, body = List<JobRecord>), ApiErrors))]
+pub async fn list(
+    State(st): State<AppState>,
+    Tenant(tenant): Tenant,
+    query: QueryParams,
+) -> ApiResult<Json<List<JobRecord>>> {
+    let page = query.page()?;
+    let dataset = query.get("dataset_id");
+    let found = st.db.list_jobs(&tenant, dataset, &page).await?;
+    let page = found.ok_or_else(|| unknown_cursor("job", page.after.as_deref()))?;
+    Ok(Json(List::new(page, |j| j.id.clone())))
 }
 
 async fn find(st: &AppState, tenant: &str, id: &str) -> ApiResult<JobRecord> {
@@ -51,6 +75,10 @@ async fn find(st: &AppState, tenant: &str, id: &str) -> ApiResult<JobRecord> {
         .ok_or_else(|| ApiError::not_found(Code::JobNotFound, id))
 }
 
+/// One job: status, stage, progress, metrics, and the recipe it chose.
+#[utoipa::path(get, path = "/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "The job's id")),
+    responses((status = 200, body = JobRecord), ApiErrors))]
 pub async fn show(
     State(st): State<AppState>,
     Tenant(tenant): Tenant,
@@ -59,6 +87,10 @@ pub async fn show(
     Ok(Json(find(&st, &tenant, &id).await?))
 }
 
+/// Cancel a queued or running job (cancelling a cancelled job answers it again).
+#[utoipa::path(post, path = "/jobs/{id}/cancel", tag = "jobs",
+    params(("id" = String, Path, description = "The job's id")),
+    responses((status = 200, description = "The cancelled job", body = JobRecord), ApiErrors))]
 pub async fn cancel(
     State(st): State<AppState>,
     Tenant(tenant): Tenant,
@@ -86,12 +118,43 @@ fn sse_event(e: &JobEvent) -> Event {
         .unwrap_or_else(|_| Event::default().data("{}"))
 }
 
-/// Events of a job: `{"data": [...]}`, or with `Accept: text/event-stream` a live stream
-/// that replays the history and ends when the job does.
+/// `after` of the event list: the sequence number of the last event of the previous page.
+fn event_cursor(query: &QueryParams) -> ApiResult<Option<i64>> {
+    query
+        .get("after")
+        .map(|text| {
+            text.trim().parse::<i64>().map_err(|_| {
+                ApiError::new(
+                    Code::InvalidQuery,
+                    format!("after must be an event's seq (a whole number), not {text:?}"),
+                )
+            })
+        })
+        .transpose()
+}
+
+/// The event list's query, for the OpenAPI document.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventListQuery {
+    /// How many events to return, newest first.
+    #[param(minimum = 1, maximum = 100, default = 20)]
+    pub limit: Option<u32>,
+    /// The `last_id` of the previous page (an event's `seq`): the events before it.
+    pub after: Option<i64>,
+}
+
+/// A job's events, newest first; or, with `Accept: text/event-stream`, a live stream that
+/// replays the history (oldest first, from after `Last-Event-ID`) and ends with the job.
+#[utoipa::path(get, path = "/jobs/{id}/events", tag = "jobs",
+    params(("id" = String, Path, description = "The job's id"), EventListQuery),
+    responses((status = 200, description = "The events (JSON), or a server-sent event stream whose events are named by `kind` and carry the event as data",
+        content((List<JobEvent> = "application/json"), (String = "text/event-stream"))), ApiErrors))]
 pub async fn events(
     State(st): State<AppState>,
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
+    query: QueryParams,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let job = find(&st, &tenant, &id).await?;
@@ -100,8 +163,9 @@ pub async fn events(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/event-stream"));
     if !wants_sse {
-        let events = st.db.job_events(&id, 0).await?;
-        return Ok(Json(json!({"data": events})).into_response());
+        let (limit, before) = (query.limit()?, event_cursor(&query)?);
+        let page = st.db.job_events_page(&id, before, limit).await?;
+        return Ok(Json(List::new(page, |e| e.seq.to_string())).into_response());
     }
     let last_seen: i64 = headers
         .get("last-event-id")

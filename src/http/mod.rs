@@ -8,22 +8,27 @@ pub mod datasets;
 pub mod error;
 pub mod extract;
 pub mod jobs;
+pub mod list;
 pub mod models;
+pub mod openapi;
 pub mod ops;
 pub mod ratelimit;
+pub mod schema;
 pub mod upload;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
-use axum::routing::{get, post};
+use axum::{Extension, Router};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 use crate::backbones::catalog::Catalog;
 use crate::config::Config;
@@ -68,54 +73,59 @@ pub struct Counters {
     pub uploads: AtomicU64,
 }
 
-pub fn router(state: AppState) -> Router {
+/// The `/v1` routes. Every route is registered from its handler's `#[utoipa::path]` (with
+/// `routes!`), never with a bare `.route`, so the OpenAPI document lists them all.
+fn api_routes(state: &AppState) -> OpenApiRouter<AppState> {
     let upload_limit = state.config.max_upload_bytes() as usize + (1 << 20);
     let body_limit = (state.config.max_body_mb as usize) << 20;
     let upload_rate = from_fn_with_state(state.clone(), ratelimit::limit_upload);
     let predict_rate = from_fn_with_state(state.clone(), ratelimit::limit_predict);
-    let api = Router::new()
-        .route(
-            "/datasets",
-            post(datasets::create)
+    OpenApiRouter::new()
+        .routes(
+            routes!(datasets::create)
                 .layer(DefaultBodyLimit::max(upload_limit))
-                .layer(upload_rate.clone())
-                .get(datasets::list),
+                .layer(upload_rate.clone()),
         )
-        .route(
-            "/datasets/{id}",
-            get(datasets::show).delete(datasets::delete),
-        )
-        .route("/datasets/{id}/suspects", get(datasets::suspects))
-        .route("/backbones", get(ops::backbones))
-        .route("/jobs", post(jobs::create).get(jobs::list))
-        .route("/jobs/{id}", get(jobs::show))
-        .route("/jobs/{id}/events", get(jobs::events))
-        .route("/jobs/{id}/cancel", post(jobs::cancel))
-        .route(
-            "/models",
-            post(models::import)
+        .routes(routes!(datasets::list))
+        .routes(routes!(datasets::show, datasets::delete))
+        .routes(routes!(datasets::suspects))
+        .routes(routes!(ops::backbones))
+        .routes(routes!(jobs::create, jobs::list))
+        .routes(routes!(jobs::show))
+        .routes(routes!(jobs::events))
+        .routes(routes!(jobs::cancel))
+        .routes(
+            routes!(models::import)
                 .layer(DefaultBodyLimit::max(upload_limit))
-                .layer(upload_rate)
-                .get(models::list),
+                .layer(upload_rate),
         )
-        .route("/models/{id}", get(models::show).delete(models::delete))
-        .route(
-            "/models/{id}/predict",
-            post(models::predict).layer(predict_rate),
-        )
-        .route("/models/{id}/download", get(models::download))
+        .routes(routes!(models::list))
+        .routes(routes!(models::show, models::delete))
+        .routes(routes!(models::predict).layer(predict_rate))
+        .routes(routes!(models::download))
         .layer(DefaultBodyLimit::max(body_limit))
         .fallback(ops::api_not_found)
-        .layer(from_fn_with_state(state.clone(), auth::authenticate));
+        .layer(from_fn_with_state(state.clone(), auth::authenticate))
+}
 
+/// Every route, and the OpenAPI document generated from them.
+pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .nest("/v1", api_routes(state))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(openapi::openapi))
+        .routes(routes!(openapi::docs))
+        .split_for_parts()
+}
+
+pub fn router(state: AppState) -> Router {
+    let (routes, doc) = routes(&state);
     let static_dir = state.config.static_dir.clone();
-    Router::new()
-        .nest("/v1", api)
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(ops::openapi))
+    routes
         .fallback_service(ServeDir::new(static_dir).append_index_html_on_directories(true))
+        .layer(Extension(openapi::Document::new(&doc)))
         .layer(from_fn_with_state(
             state.config.body_timeouts(),
             body_timeout::guard,

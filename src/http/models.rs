@@ -10,9 +10,10 @@ use axum::extract::multipart::MultipartRejection;
 use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio_util::io::ReaderStream;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::AppState;
@@ -20,6 +21,8 @@ use super::budget;
 use super::datasets::multipart_required;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, Tenant};
+use super::list::{List, ListQuery, QueryParams, unknown_cursor};
+use super::schema::{ApiErrors, FileUpload, ImagePredictUpload, PredictionDoc};
 use super::upload::read_form;
 use crate::backbones::catalog::Modality;
 use crate::error_code::Code;
@@ -40,10 +43,24 @@ async fn find(st: &AppState, tenant: &str, id: &str) -> ApiResult<ModelRecord> {
         .ok_or_else(|| ApiError::not_found(Code::ModelNotFound, id))
 }
 
-pub async fn list(State(st): State<AppState>, Tenant(tenant): Tenant) -> ApiResult<Json<Value>> {
-    Ok(Json(json!({"data": st.db.list_models(&tenant).await?})))
+/// The models, newest first.
+#[utoipa::path(get, path = "/models", tag = "models", params(ListQuery),
+    responses((status = 200, body = List<ModelRecord>), ApiErrors))]
+pub async fn list(
+    State(st): State<AppState>,
+    Tenant(tenant): Tenant,
+    query: QueryParams,
+) -> ApiResult<Json<List<ModelRecord>>> {
+    let page = query.page()?;
+    let found = st.db.list_models(&tenant, &page).await?;
+    let page = found.ok_or_else(|| unknown_cursor("model", page.after.as_deref()))?;
+    Ok(Json(List::new(page, |m| m.id.clone())))
 }
 
+/// One model, with its held-out metrics.
+#[utoipa::path(get, path = "/models/{id}", tag = "models",
+    params(("id" = String, Path, description = "The model's id")),
+    responses((status = 200, body = ModelRecord), ApiErrors))]
 pub async fn show(
     State(st): State<AppState>,
     Tenant(tenant): Tenant,
@@ -52,6 +69,10 @@ pub async fn show(
     Ok(Json(find(&st, &tenant, &id).await?))
 }
 
+/// Delete a model and its files.
+#[utoipa::path(delete, path = "/models/{id}", tag = "models",
+    params(("id" = String, Path, description = "The model's id")),
+    responses((status = 204, description = "Deleted"), ApiErrors))]
 pub async fn delete(
     State(st): State<AppState>,
     Tenant(tenant): Tenant,
@@ -73,12 +94,46 @@ async fn deleted(st: &AppState, tenant: &str, id: &str) -> bool {
     matches!(st.db.get_model(tenant, id).await, Ok(None))
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/models/{id}/predict` as JSON.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PredictRequest {
+    /// Texts for a text model; `{"image_base64": "..."}` objects (or data URLs) for an image
+    /// model. At most 256.
+    #[schema(value_type = Vec<PredictInput>, max_items = 256)]
     pub inputs: Vec<Value>,
+    /// How many labels to rank per input (default 3, at most the number of labels).
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub top_k: Option<usize>,
+}
+
+/// One input: a text, or an image as base64.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum PredictInput {
+    Text(String),
+    Image(ImageInput),
+}
+
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct ImageInput {
+    /// The image file's bytes in base64, or a `data:image/...;base64,` URL.
+    image_base64: String,
+}
+
+/// A model archive (ZIP).
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct Archive(#[allow(dead_code)] Vec<u8>);
+
+/// The predictions, in the order of the inputs.
+#[derive(Serialize, ToSchema)]
+pub struct Predictions {
+    #[schema(value_type = Vec<PredictionDoc>)]
+    pub predictions: Vec<Prediction>,
 }
 
 fn check_top_k(top_k: Option<usize>, labels: usize) -> ApiResult<usize> {
@@ -178,14 +233,18 @@ async fn multipart_inputs(mut mp: Multipart) -> ApiResult<(Vec<Vec<u8>>, Option<
     Ok((files, top_k))
 }
 
-/// `POST /v1/models/{id}/predict`: JSON `{"inputs": [...], "top_k": k}` (texts, or
-/// `{"image_base64": ...}` objects), or multipart `file` parts for image models.
+/// Predict: JSON `{"inputs": [...], "top_k": k}` (texts, or `{"image_base64": ...}`
+/// objects), or multipart `file` parts for image models.
+#[utoipa::path(post, path = "/models/{id}/predict", tag = "models",
+    params(("id" = String, Path, description = "The model's id")),
+    request_body(content((PredictRequest = "application/json"), (ImagePredictUpload = "multipart/form-data"))),
+    responses((status = 200, body = Predictions), ApiErrors))]
 pub async fn predict(
     State(st): State<AppState>,
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
     request: Request,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Predictions>> {
     let record = find(&st, &tenant, &id).await?;
     // Memory for the body before it is read; for the decoding once the images are known.
     let body_need = budget::predict_request(request.headers(), st.config.max_body_mb << 20);
@@ -270,11 +329,14 @@ pub async fn predict(
         }
         Err(e) => return Err(e.into()),
     };
-    Ok(Json(json!({"predictions": predictions})))
+    Ok(Json(Predictions { predictions }))
 }
 
-/// The model folder zipped: model.json, model.safetensors, backbone.safetensors (when
-/// fine-tuned), metrics.json.
+/// The model as a ZIP archive (model.json, model.safetensors, backbone.safetensors when
+/// fine-tuned, metrics.json), to keep or to import into another Warmstart.
+#[utoipa::path(get, path = "/models/{id}/download", tag = "models",
+    params(("id" = String, Path, description = "The model's id")),
+    responses((status = 200, description = "The archive", content_type = "application/zip", body = Archive), ApiErrors))]
 pub async fn download(
     State(st): State<AppState>,
     Tenant(tenant): Tenant,
@@ -400,8 +462,11 @@ fn unpack_model_archive(
     Ok(metrics)
 }
 
-/// `POST /v1/models` with a `file` part holding a model archive: the model is checked by
-/// loading it, then stored under a new id.
+/// Import a model archive from `GET /v1/models/{id}/download` (a `file` part): the model is
+/// checked by loading it, then stored under a new id.
+#[utoipa::path(post, path = "/models", tag = "models",
+    request_body(content = FileUpload, content_type = "multipart/form-data"),
+    responses((status = 201, description = "The imported model", body = ModelRecord), ApiErrors))]
 pub async fn import(
     State(st): State<AppState>,
     Tenant(tenant): Tenant,

@@ -1,5 +1,5 @@
-//! Operations endpoints: liveness, readiness, Prometheus metrics, the OpenAPI document, the
-//! backbone list, and the JSON 404 for unknown API paths.
+//! Operations endpoints: liveness, readiness, Prometheus metrics, the backbone list, and the
+//! JSON 404 for unknown API paths.
 
 use std::sync::atomic::Ordering;
 
@@ -7,24 +7,67 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, Uri, header};
 use axum::response::IntoResponse;
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
+use super::schema::{ApiErrors, BackboneDoc};
+use crate::backbones::catalog::BackboneInfo;
 use crate::error_code::Code;
 
-pub async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+/// `{"status": "ok"}`.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    pub status: &'static str,
 }
 
-/// Ready when the database answers and the default backbones are installed.
-pub async fn readyz(State(st): State<AppState>) -> (StatusCode, Json<Value>) {
+/// Whether the service can take work, and why not.
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    pub ready: bool,
+    /// Whether the database answers.
+    pub database: bool,
+    pub backbones: Vec<BackboneReadiness>,
+    /// What to do when not ready (null when ready).
+    pub hint: Option<&'static str>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BackboneReadiness {
+    pub id: &'static str,
+    /// Whether its weights are installed.
+    pub available: bool,
+}
+
+/// The backbone catalogue.
+#[derive(Serialize, ToSchema)]
+pub struct Backbones {
+    #[schema(value_type = Vec<BackboneDoc>)]
+    pub data: Vec<BackboneInfo>,
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
+    responses((status = 200, body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// Readiness: 200 when the database answers and the default backbones are installed,
+/// otherwise 503 with a hint.
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
+    responses((status = 200, body = Readiness), (status = 503, description = "Not ready", body = Readiness)))]
+pub async fn readyz(State(st): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let db_ok = st.db.ping().await.is_ok();
-    let backbones: Vec<Value> = st
+    let backbones: Vec<BackboneReadiness> = st
         .catalog
         .list()
         .iter()
-        .map(|b| json!({"id": b.id, "available": b.available}))
+        .map(|b| BackboneReadiness {
+            id: b.id,
+            available: b.available,
+        })
         .collect();
     let defaults_ok = st.catalog.all_available();
     let ready = db_ok && defaults_ok;
@@ -36,15 +79,27 @@ pub async fn readyz(State(st): State<AppState>) -> (StatusCode, Json<Value>) {
     let hint = (!defaults_ok).then_some("run scripts/fetch-backbones.sh to install the backbones");
     (
         status,
-        Json(json!({"ready": ready, "database": db_ok, "backbones": backbones, "hint": hint})),
+        Json(Readiness {
+            ready,
+            database: db_ok,
+            backbones,
+            hint,
+        }),
     )
 }
 
-pub async fn backbones(State(st): State<AppState>) -> Json<Value> {
-    Json(json!({"data": st.catalog.list()}))
+/// The backbones this service knows, and whether each is installed.
+#[utoipa::path(get, path = "/backbones", tag = "backbones",
+    responses((status = 200, body = Backbones), ApiErrors))]
+pub async fn backbones(State(st): State<AppState>) -> Json<Backbones> {
+    Json(Backbones {
+        data: st.catalog.list(),
+    })
 }
 
-/// Prometheus text exposition.
+/// Prometheus metrics (text exposition format).
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String), ApiErrors))]
 pub async fn metrics(State(st): State<AppState>) -> ApiResult<impl IntoResponse> {
     let mut out = String::new();
     out.push_str("# HELP warmstart_jobs Jobs by status.\n# TYPE warmstart_jobs gauge\n");
@@ -104,16 +159,12 @@ pub async fn metrics(State(st): State<AppState>) -> ApiResult<impl IntoResponse>
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out))
 }
 
-pub async fn openapi() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        include_str!("openapi.json"),
-    )
-}
-
 pub async fn api_not_found(uri: Uri) -> ApiError {
     ApiError::new(
         Code::RouteNotFound,
-        format!("no API route {}; see GET /openapi.json", uri.path()),
+        format!(
+            "no API route {}; see GET /openapi.json or /docs",
+            uri.path()
+        ),
     )
 }

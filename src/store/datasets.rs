@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use sqlx::Row;
 
+use super::page::{Listing, Page, PageRequest};
 use super::{Db, StoreResult, parse_json, to_json};
 use crate::backbones::Modality;
 
 /// A stored dataset, as the API shows it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct DatasetRecord {
     pub id: String,
     pub name: String,
@@ -70,13 +71,19 @@ impl Db {
         row.as_ref().map(from_row).transpose()
     }
 
-    pub async fn list_datasets(&self, tenant: &str) -> StoreResult<Vec<DatasetRecord>> {
-        let rows =
-            sqlx::query("SELECT * FROM datasets WHERE tenant = ? ORDER BY created_at DESC, id")
-                .bind(tenant)
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter().map(from_row).collect()
+    /// A page of the tenant's datasets, newest first; `None` when `after` is not one of them.
+    pub async fn list_datasets(
+        &self,
+        tenant: &str,
+        page: &PageRequest,
+    ) -> StoreResult<Option<Page<DatasetRecord>>> {
+        let listing = Listing {
+            table: "datasets",
+            tenant,
+            filter: None,
+        };
+        let rows = self.page_rows(&listing, page).await?;
+        rows.map(|p| p.try_map(|r| from_row(&r))).transpose()
     }
 
     /// Deletes the row unless a queued or running job uses the dataset, in one statement

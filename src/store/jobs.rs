@@ -4,11 +4,13 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::Row;
+use utoipa::ToSchema;
 
+use super::page::{Listing, Page, PageRequest};
 use super::{Db, StoreResult, parse_json};
 
 /// Where a job is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     Queued,
@@ -49,7 +51,7 @@ impl JobStatus {
 }
 
 /// What an entry in a job's history records (its `kind`, also the SSE event name).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EventKind {
     Queued,
@@ -107,7 +109,7 @@ impl EventKind {
 }
 
 /// Which step of the recipe a running job is in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
     Preparing,
@@ -140,21 +142,21 @@ impl Stage {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Default)]
+#[derive(Clone, Debug, Serialize, Default, ToSchema)]
 pub struct Progress {
     pub epoch: u32,
     pub epochs: u32,
     pub fraction: f64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct JobError {
     pub code: String,
     pub message: String,
 }
 
 /// A stored job, as the API shows it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct JobRecord {
     pub id: String,
     pub dataset_id: String,
@@ -162,12 +164,16 @@ pub struct JobRecord {
     pub status: JobStatus,
     pub stage: Option<Stage>,
     pub progress: Progress,
+    /// The latest metrics (an object; empty until the first epoch).
+    #[schema(value_type = Object)]
     pub metrics: Value,
     pub model_id: Option<String>,
     pub error: Option<JobError>,
     /// The request as submitted.
+    #[schema(value_type = Object)]
     pub request: Value,
     /// The resolved recipe, with the reason for each automatic choice (null until it starts).
+    #[schema(value_type = Option<Object>)]
     pub config: Value,
     pub attempts: u32,
     pub created_at: String,
@@ -181,7 +187,7 @@ pub struct JobRecord {
 }
 
 /// One entry in a job's history.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct JobEvent {
     /// Increasing sequence number, also the SSE event id.
     pub seq: i64,
@@ -191,6 +197,7 @@ pub struct JobEvent {
     pub kind: EventKind,
     pub stage: Option<Stage>,
     pub epoch: Option<u32>,
+    #[schema(value_type = Object)]
     pub metrics: Value,
     pub message: Option<String>,
 }
@@ -276,12 +283,21 @@ impl Db {
         row.as_ref().map(job_from_row).transpose()
     }
 
-    pub async fn list_jobs(&self, tenant: &str) -> StoreResult<Vec<JobRecord>> {
-        let rows = sqlx::query("SELECT * FROM jobs WHERE tenant = ? ORDER BY created_at DESC, id")
-            .bind(tenant)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(job_from_row).collect()
+    /// A page of the tenant's jobs (only those on `dataset_id` when given), newest first;
+    /// `None` when `after` is not one of the tenant's jobs.
+    pub async fn list_jobs(
+        &self,
+        tenant: &str,
+        dataset_id: Option<&str>,
+        page: &PageRequest,
+    ) -> StoreResult<Option<Page<JobRecord>>> {
+        let listing = Listing {
+            table: "jobs",
+            tenant,
+            filter: dataset_id.map(|id| ("dataset_id", id)),
+        };
+        let rows = self.page_rows(&listing, page).await?;
+        rows.map(|p| p.try_map(|r| job_from_row(&r))).transpose()
     }
 
     /// Events of a job with a sequence number above `after`, oldest first.
@@ -292,6 +308,26 @@ impl Db {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(event_from_row).collect()
+    }
+
+    /// A page of a job's events, newest first: at most `limit` with a sequence number below
+    /// `before` (all when `None`).
+    pub async fn job_events_page(
+        &self,
+        job_id: &str,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Page<JobEvent>> {
+        let rows = sqlx::query(
+            "SELECT * FROM job_events WHERE job_id = ?1 AND (?2 IS NULL OR id < ?2)
+             ORDER BY id DESC LIMIT ?3",
+        )
+        .bind(job_id)
+        .bind(before)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        Page::from_rows(rows, limit).try_map(|r| event_from_row(&r))
     }
 
     /// How many jobs that are not finished use this dataset.

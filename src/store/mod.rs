@@ -10,9 +10,11 @@ pub mod db;
 pub mod jobs;
 pub mod keys;
 pub mod models;
+pub mod page;
 
 pub use artifacts::Artifacts;
 pub use db::Db;
+pub use page::{Page, PageRequest};
 
 use crate::error_code::{Code, ErrorCode};
 

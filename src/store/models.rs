@@ -5,11 +5,12 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::Row;
 
+use super::page::{Listing, Page, PageRequest};
 use super::{Db, StoreResult, parse_json, to_json};
 use crate::backbones::Modality;
 
 /// A stored model, as the API shows it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct ModelRecord {
     pub id: String,
     pub job_id: String,
@@ -17,6 +18,8 @@ pub struct ModelRecord {
     pub backbone: String,
     pub modality: Modality,
     pub labels: Vec<String>,
+    /// Held-out metrics (accuracy, macro-F1, per class, calibration, ...).
+    #[schema(value_type = Object)]
     pub metrics: Value,
     pub created_at: String,
     #[serde(skip)]
@@ -67,13 +70,36 @@ impl Db {
         row.as_ref().map(from_row).transpose()
     }
 
-    pub async fn list_models(&self, tenant: &str) -> StoreResult<Vec<ModelRecord>> {
-        let rows =
-            sqlx::query("SELECT * FROM models WHERE tenant = ? ORDER BY created_at DESC, id")
-                .bind(tenant)
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter().map(from_row).collect()
+    /// A page of the tenant's models, newest first; `None` when `after` is not one of them.
+    pub async fn list_models(
+        &self,
+        tenant: &str,
+        page: &PageRequest,
+    ) -> StoreResult<Option<Page<ModelRecord>>> {
+        let listing = Listing {
+            table: "models",
+            tenant,
+            filter: None,
+        };
+        let rows = self.page_rows(&listing, page).await?;
+        rows.map(|p| p.try_map(|r| from_row(&r))).transpose()
+    }
+
+    /// The newest model trained on a dataset.
+    pub async fn latest_model_for_dataset(
+        &self,
+        tenant: &str,
+        dataset_id: &str,
+    ) -> StoreResult<Option<ModelRecord>> {
+        let row = sqlx::query(
+            "SELECT * FROM models WHERE tenant = ? AND dataset_id = ?
+             ORDER BY created_at DESC, id DESC LIMIT 1",
+        )
+        .bind(tenant)
+        .bind(dataset_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(from_row).transpose()
     }
 
     pub async fn delete_model(&self, tenant: &str, id: &str) -> StoreResult<bool> {

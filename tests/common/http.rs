@@ -173,6 +173,25 @@ impl Client {
 }
 
 impl Client {
+    /// Every event of a job, oldest first (read page by page: the API lists newest first).
+    pub async fn events(&self, job_id: &str) -> Vec<Value> {
+        let mut all = Vec::new();
+        let mut after = String::new();
+        loop {
+            let (status, page) = self
+                .get(&format!("/v1/jobs/{job_id}/events?limit=100{after}"))
+                .await;
+            assert_eq!(status, 200, "{page}");
+            all.extend(page["data"].as_array().unwrap().iter().cloned());
+            if page["has_more"] != true {
+                break;
+            }
+            after = format!("&after={}", page["last_id"].as_str().unwrap());
+        }
+        all.reverse();
+        all
+    }
+
     /// Polls a job until it reaches a terminal status.
     pub async fn wait_job(&self, id: &str, timeout: Duration) -> Value {
         let start = std::time::Instant::now();

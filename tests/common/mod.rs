@@ -183,6 +183,28 @@ impl TestApp {
         }
     }
 
+    /// Every item of a list (`/v1/datasets`, ...), newest first, read page by page.
+    pub async fn list_all(&self, path: &str) -> Vec<Value> {
+        let mut all = Vec::new();
+        let mut after = String::new();
+        loop {
+            let (status, page) = self.get(&format!("{path}?limit=100{after}")).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            all.extend(page["data"].as_array().unwrap().iter().cloned());
+            if page["has_more"] != true {
+                return all;
+            }
+            after = format!("&after={}", page["last_id"].as_str().unwrap());
+        }
+    }
+
+    /// Every event of a job, oldest first (the API lists them newest first).
+    pub async fn events(&self, job_id: &str) -> Vec<Value> {
+        let mut all = self.list_all(&format!("/v1/jobs/{job_id}/events")).await;
+        all.reverse();
+        all
+    }
+
     /// Uploads a dataset, trains with the given request fields (besides `dataset_id`),
     /// waits for success.
     pub async fn train(&self, csv: &str, mut request: Value) -> (Value, Value) {

@@ -4,7 +4,7 @@
 import { h, replace, card, fmt, errorBox, facts, isAbort } from '../dom.js';
 import { get, post, del } from '../api.js';
 import { labelCountChart } from '../charts.js';
-import { jobRows } from './lists.js';
+import { datasetJobs } from './lists.js';
 
 function summary(d) {
   const warnings = d.warnings || [];
@@ -111,23 +111,24 @@ function deleteButton(dataset, navigate) {
 export async function datasetPage(view, { params, signal, navigate }) {
   const id = params[0];
   replace(view, h('h1', { tabindex: '-1', text: 'Dataset' }), h('p', { class: 'muted', text: 'Loading…' }));
-  let dataset, backbones, jobs;
+  let dataset, backbones;
   try {
-    [dataset, backbones, jobs] = await Promise.all([
+    [dataset, backbones] = await Promise.all([
       get(`/v1/datasets/${encodeURIComponent(id)}`, { signal }),
       get('/v1/backbones', { signal }).then((b) => b.data || []),
-      get('/v1/jobs', { signal }).then((j) => (j.data || []).filter((x) => x.dataset_id === id)),
     ]);
   } catch (err) {
     if (!isAbort(err)) replace(view, h('h1', { tabindex: '-1', text: 'Dataset' }), errorBox(err, 'Could not load the dataset'));
     return;
   }
   document.title = `${dataset.name} · Warmstart`;
+  const jobs = h('div', { id: 'dataset-jobs' });
   replace(view,
     h('p', { class: 'crumbs' }, h('a', { href: '#/datasets', text: 'Datasets' }), ' / '),
     h('h1', { tabindex: '-1', id: 'dataset-title', text: dataset.name }),
     h('div', { class: 'grid-3' }, summary(dataset)),
     card('Train a model', jobForm(dataset, backbones, navigate)),
-    card('Jobs on this dataset', jobRows(jobs, 'None yet.')),
+    card('Jobs on this dataset', jobs),
     deleteButton(dataset, navigate));
+  datasetJobs(jobs, id, signal);
 }

@@ -16,13 +16,36 @@ function table(headers, rows, empty) {
       h('tbody', {}, rows)));
 }
 
+/**
+ * Fills `slot` with the first page of the list at `path` (newest first) and, while the API
+ * says `has_more`, a "More" button that fetches the next page (`after` = `last_id`).
+ */
 async function fill(slot, path, what, signal, render) {
   replace(slot, h('p', { class: 'muted', text: 'Loading…' }));
-  try {
-    const body = await get(path, { signal });
-    replace(slot, render(body.data || []));
-  } catch (err) {
+  const items = [];
+  const load = async (after) => {
+    const sep = path.includes('?') ? '&' : '?';
+    const body = await get(after ? `${path}${sep}after=${encodeURIComponent(after)}` : path, { signal });
+    items.push(...(body.data || []));
+    const more = body.has_more
+      ? h('button', { type: 'button', class: 'button more', text: 'Show more' })
+      : null;
+    if (more) {
+      more.addEventListener('click', () => {
+        more.disabled = true;
+        more.textContent = 'Loading…';
+        load(body.last_id).catch(failed);
+      });
+    }
+    replace(slot, render(items), more);
+  };
+  const failed = (err) => {
     if (err.name !== 'AbortError') replace(slot, errorBox(err, `Could not load ${what}`));
+  };
+  try {
+    await load(null);
+  } catch (err) {
+    failed(err);
   }
 }
 
@@ -35,6 +58,12 @@ function datasetRows(datasets) {
       h('td', { text: (d.labels || []).join(', ') }),
       h('td', { text: fmt.date(d.created_at) }))),
     'No datasets yet: upload one above.');
+}
+
+/** The jobs on one dataset, paged like the job list. */
+export function datasetJobs(slot, datasetId, signal) {
+  fill(slot, `/v1/jobs?dataset_id=${encodeURIComponent(datasetId)}`, 'jobs', signal,
+    (jobs) => jobRows(jobs, 'None yet.'));
 }
 
 export function jobRows(jobs, empty = 'No jobs yet: open a dataset and start one.') {

@@ -3,8 +3,8 @@
 # requests from the server's own /openapi.json and fails the run on any 5xx answer, any
 # status, content type or body that the document does not allow. The server is the real
 # binary on 127.0.0.1 (a free port) with the real backbones in ./models and a temporary
-# data folder holding one dataset and one trained model, so lists and records are not
-# all empty. Bounded: a few hundred cases, about a minute.
+# data folder holding an API key, one dataset and one trained model, so lists and records
+# are not all empty. Bounded: a few hundred cases, about a minute.
 #
 # Usage: scripts/schemathesis.sh [extra schemathesis options]
 set -euo pipefail
@@ -30,7 +30,12 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-RUST_LOG=warmstart=info NO_COLOR=1 "$BIN" serve --listen=127.0.0.1:0 \
+# With a key, as a deployed server runs (a keyless one refuses made-up keys, which the
+# generated requests would otherwise send).
+key="$("$BIN" keys create --name schemathesis --data-dir="$work/data" | head -1)"
+auth="Authorization: Bearer $key"
+# Upload rate limits off: the generated uploads would otherwise mostly meet 429s.
+RUST_LOG=warmstart=info NO_COLOR=1 "$BIN" serve --listen=127.0.0.1:0 --upload-rate=0 \
   --data-dir="$work/data" --models-dir="$MODELS" >"$work/server.log" 2>&1 &
 server=$!
 base=""
@@ -51,20 +56,23 @@ csv="$work/seed.csv"
     echo "the app crashes when I open screen $i,bug"
   done
 } >"$csv"
-dataset="$(curl -sf -F "file=@$csv" "$base/v1/datasets" | python3 -c 'import json,sys;print(json.load(sys.stdin)["id"])')"
-job="$(curl -sf -H 'Content-Type: application/json' \
+dataset="$(curl -sf -H "$auth" -F "file=@$csv" "$base/v1/datasets" | python3 -c 'import json,sys;print(json.load(sys.stdin)["id"])')"
+job="$(curl -sf -H "$auth" -H 'Content-Type: application/json' \
   -d "{\"dataset_id\":\"$dataset\",\"hyperparameters\":{\"finetune_epochs\":0}}" "$base/v1/jobs" |
   python3 -c 'import json,sys;print(json.load(sys.stdin)["id"])')"
 for _ in $(seq 1 300); do
-  status="$(curl -sf "$base/v1/jobs/$job" | python3 -c 'import json,sys;print(json.load(sys.stdin)["status"])')"
+  status="$(curl -sf -H "$auth" "$base/v1/jobs/$job" | python3 -c 'import json,sys;print(json.load(sys.stdin)["status"])')"
   case "$status" in succeeded) break ;; failed|cancelled) echo "schemathesis: seed job $status" >&2; exit 1 ;; esac
   sleep 1
 done
 [ "$status" = succeeded ] || { echo "schemathesis: the seed job did not finish" >&2; exit 1; }
+WS_DATASET="$dataset" WS_JOB="$job" \
+  WS_MODEL="$(curl -sf -H "$auth" "$base/v1/jobs/$job" | python3 -c 'import json,sys;print(json.load(sys.stdin)["model_id"])')"
+export WS_DATASET WS_JOB WS_MODEL
 
 start=$(date +%s)
 set +e
-"$VENV/bin/st" run "$base/openapi.json" --url "$base" \
+"$VENV/bin/st" --config-file scripts/schemathesis.toml run "$base/openapi.json" --url "$base" -H "$auth" \
   --phases examples,coverage,fuzzing \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
   --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-25}" --workers 2 --seed 1 \

@@ -3,7 +3,8 @@
 # every test in release mode (candle is 10-50x slower unoptimised; one optimised build
 # serves both the service and the tests). Tests that need the real backbones fail instead
 # of skipping when CI=true. Without arguments, the web UI's browser test runs after them
-# (scripts/browser-test.sh); arguments are passed to cargo test and skip it.
+# (scripts/browser-test.sh), then schemathesis against the live server from its OpenAPI
+# document (scripts/schemathesis.sh); arguments are passed to cargo test and skip both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-backbones.sh "${WARMSTART_MODELS_DIR:-./models}"
@@ -12,4 +13,7 @@ if [ -x scripts/fetch-test-data.sh ]; then scripts/fetch-test-data.sh; fi
 # config::tune_thread_pools, which the service applies itself).
 export CANDLE_NUM_THREADS="${CANDLE_NUM_THREADS:-1}"
 cargo test --release "$@"
-if [ $# -eq 0 ]; then scripts/browser-test.sh; fi
+if [ $# -eq 0 ]; then
+  scripts/browser-test.sh
+  scripts/schemathesis.sh
+fi

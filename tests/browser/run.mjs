@@ -1,8 +1,9 @@
 // The web UI in a real browser: starts the real server (real MiniLM backbone), then in
 // headless chromium uploads a dataset through the page, starts a job, follows its live
 // progress to `succeeded`, tries the model, downloads it, cancels a second job, shows a
-// failed job's error, checks phone width and keyboard access, and fails on any console
-// error. Screenshots of each page go to target/browser-artifacts/ (or $BROWSER_ARTIFACTS).
+// failed job's error, pages a long list, opens the API docs page, checks phone width and
+// keyboard access, and fails on any console error. Screenshots of each page go to
+// target/browser-artifacts/ (or $BROWSER_ARTIFACTS).
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -335,6 +336,47 @@ async function main() {
       assert.ok(await page.locator('#cancel-job').isHidden(), 'no cancel button on a failed job');
       await shot('10-job-failed');
       await page.unrouteAll();
+    });
+
+    await step('long lists page: "Show more" fetches the next page (stubbed pages)', async () => {
+      const model = (i) => ({
+        id: `00000000-0000-4000-8000-0000000000${String(i).padStart(2, '0')}`, job_id: '', dataset_id: '',
+        backbone: 'minilm-l6', modality: 'text', labels: ['a', 'b'], metrics: {}, created_at: new Date().toISOString(),
+      });
+      const first = Array.from({ length: 20 }, (_, i) => model(i));
+      const second = [model(20), model(21)];
+      const afters = [];
+      await page.route('**/v1/models*', (r) => {
+        const after = new URL(r.request().url()).searchParams.get('after');
+        afters.push(after);
+        const data = after ? second : first;
+        r.fulfill({ json: { object: 'list', data, has_more: !after, first_id: data[0].id, last_id: data[data.length - 1].id } });
+      });
+      await page.goto(`${base}/#/models`);
+      await page.locator('#model-list table').waitFor();
+      assert.equal(await page.locator('#model-list tbody tr').count(), 20);
+      await page.locator('#model-list button', { hasText: 'Show more' }).click();
+      await page.waitForFunction(() => document.querySelectorAll('#model-list tbody tr').length === 22);
+      assert.equal(await page.locator('#model-list button', { hasText: 'Show more' }).count(), 0, 'no more pages');
+      assert.deepEqual(afters, [null, first[19].id]);
+      await shot('15-models-paged');
+      await page.unrouteAll();
+    });
+
+    await step('the API docs page: linked from the footer, rendered from /openapi.json, nothing fetched elsewhere', async () => {
+      const outside = [];
+      const onRequest = (r) => {
+        if (!r.url().startsWith(base) && !r.url().startsWith('data:')) outside.push(r.url());
+      };
+      page.on('request', onRequest);
+      await page.goto(`${base}/#/datasets`);
+      await page.locator('footer a[href="/docs"]').click();
+      await page.locator('#swagger-ui .opblock-tag', { hasText: 'datasets' }).first().waitFor();
+      assert.ok(await page.locator('#swagger-ui .opblock').count() >= 20, 'every operation is shown');
+      await page.waitForLoadState('networkidle');
+      page.off('request', onRequest);
+      assert.deepEqual(outside, [], 'the docs page fetched nothing from elsewhere');
+      await shot('16-api-docs');
     });
 
     await step('phone width (390×844): no horizontal scrolling on each page', async () => {

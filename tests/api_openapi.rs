@@ -246,3 +246,21 @@ async fn job_lists_and_events_page_too() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("after"));
 }
+
+/// A model's `metrics` is an object in the document; an imported archive cannot make it
+/// anything else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_imported_archive_must_hold_metrics_as_an_object() {
+    let app = TestApp::start().await;
+    let zip = common::fuzz::zip_of(&[("metrics.json", b"[1, 2]")], false);
+    let (status, body) = app.upload("/v1/models", "model.zip", &zip, &[]).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_model_archive");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("object"),
+        "{body}"
+    );
+}

@@ -12,6 +12,7 @@ pub mod list;
 pub mod models;
 pub mod openapi;
 pub mod ops;
+pub mod predict;
 pub mod ratelimit;
 pub mod schema;
 pub mod upload;
@@ -101,7 +102,7 @@ fn api_routes(state: &AppState) -> OpenApiRouter<AppState> {
         )
         .routes(routes!(models::list))
         .routes(routes!(models::show, models::delete))
-        .routes(routes!(models::predict).layer(predict_rate))
+        .routes(routes!(predict::predict).layer(predict_rate))
         .routes(routes!(models::download))
         .layer(DefaultBodyLimit::max(body_limit))
         .fallback(ops::api_not_found)

@@ -56,9 +56,11 @@ fn progress_bar(quiet: bool) -> ProgressBar {
     }
     let bar = ProgressBar::new(STAGES.len() as u64);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
-            .expect("a valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {wide_msg}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
     );
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
@@ -133,7 +135,7 @@ fn show(bar: &ProgressBar, e: &JobEvent, last_line: &mut String) {
         }
         "succeeded" | "failed" | "cancelled" => {
             bar.set_position(STAGES.len() as u64);
-            format!("{}: {}", e.kind, e.message.as_deref().unwrap_or(""))
+            e.message.clone().unwrap_or_default()
         }
         kind => format!("{stage} {}", e.message.as_deref().unwrap_or(kind)),
     };

@@ -2,7 +2,6 @@
 //! archive downloaded earlier.
 
 use std::io::{Read, Write};
-use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::body::Body;
@@ -186,6 +185,7 @@ pub async fn predict(
     Path(id): Path<String>,
     request: Request,
 ) -> ApiResult<Json<Value>> {
+    let started = std::time::Instant::now();
     let record = find(&st, &tenant, &id).await?;
     // Memory for the body before it is read; for the decoding once the images are known.
     let body_need = budget::predict_request(request.headers(), st.config.max_body_mb << 20);
@@ -236,7 +236,7 @@ pub async fn predict(
         st.budget.grow(&mut held, body_need + decode_need)?;
     }
     let Ok(_admitted) = st.predict_admission.clone().try_acquire_owned() else {
-        st.counters.predict_rejected.fetch_add(1, Ordering::Relaxed);
+        st.metrics.predict_rejected.increment(1);
         return Err(ApiError::new(
             Code::Overloaded,
             "too many predict requests are waiting; retry shortly",
@@ -249,10 +249,7 @@ pub async fn predict(
         .acquire_owned()
         .await
         .map_err(ApiError::internal)?;
-    st.counters.predict_requests.fetch_add(1, Ordering::Relaxed);
-    st.counters
-        .predict_inputs
-        .fetch_add(inputs.len() as u64, Ordering::Relaxed);
+    let batch = inputs.len();
     let models = st.models.clone();
     let dir = st.artifacts.model_dir(&id);
     let max_pixels = st.limits.max_image_pixels;
@@ -270,6 +267,8 @@ pub async fn predict(
         }
         Err(e) => return Err(e.into()),
     };
+    st.metrics
+        .predicted(record.modality.as_str(), batch, started.elapsed());
     Ok(Json(json!({"predictions": predictions})))
 }
 

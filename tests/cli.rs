@@ -178,3 +178,31 @@ fn client_errors_have_messages_and_exit_codes() {
     assert!(out.contains("cancelled"), "{out}");
     assert!(err.contains(&format!("job {job} cancelled")), "{err}");
 }
+
+/// With keys on the server, the client sends `--api-key` or `WARMSTART_API_KEY`; without
+/// one it gets the server's 401 (exit 1).
+#[test]
+fn the_client_sends_the_api_key() {
+    let root = temp_root();
+    let data = format!("--data-dir={}", root.path().join("data").display());
+    let created = Command::new(BIN)
+        .args(["keys", "create", "--name", "cli", &data])
+        .env_remove("WARMSTART_DATA_DIR")
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    let key = text(&created.stdout).trim().to_string();
+    let server = Server::start(root.path(), &[]);
+
+    let (_, err) = expect(&server, &["datasets", "list"], 1);
+    assert!(err.contains("(HTTP 401)"), "{err}");
+    expect(&server, &["datasets", "list", "--api-key", &key], 0);
+    let out = Command::new(BIN)
+        .env("WARMSTART_URL", format!("http://{}", server.addr))
+        .env("WARMSTART_API_KEY", &key)
+        .args(["models", "list", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(json(&text(&out.stdout)), serde_json::json!([]));
+}

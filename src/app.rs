@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::datasets::Limits;
 use crate::http::auth::AuthPolicy;
 use crate::http::ratelimit::RateLimits;
-use crate::http::{self, AppState, Counters};
+use crate::http::{self, AppState};
 use crate::jobs::webhook::Webhooks;
 use crate::jobs::worker::WorkerContext;
 use crate::jobs::{Queue, Workers};
@@ -120,11 +120,17 @@ impl App {
             limits,
             predict_compute: Arc::new(Semaphore::new(compute)),
             budget,
-            counters: Arc::new(Counters::default()),
+            metrics: Arc::new(http::metrics::Metrics::new()),
             started: std::time::Instant::now(),
             auth,
             shutdown: CancellationToken::new(),
         };
+        // Job stage timings for /metrics, from the queue's events.
+        tokio::spawn(http::metrics::watch_jobs(
+            state.metrics.clone(),
+            state.queue.subscribe(),
+            state.shutdown.clone(),
+        ));
         Ok(App {
             state,
             workers: Some(workers),

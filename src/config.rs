@@ -24,6 +24,9 @@ pub enum Command {
     Serve(Config),
     /// Manage API keys (create, list, revoke).
     Keys(KeysArgs),
+    /// The client commands (`datasets`, `jobs`, `predict`, `models`), over HTTP.
+    #[command(flatten)]
+    Client(crate::cli::ClientCommand),
 }
 
 /// `warmstart keys …`: API keys, stored hashed in the data folder's database.

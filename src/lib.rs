@@ -3,13 +3,14 @@
 //! Layers, top to bottom: `http` (axum handlers, never sees candle) → `jobs` (the queue and
 //! its worker threads) → `train` (the recipe) → `backbones` (pre-trained networks) →
 //! `store` (SQLite rows and the artefact folder). `datasets` parses uploads; `serve`
-//! keeps trained models loaded for prediction; `admin` runs the command-line subcommands
-//! other than `serve`. `error_code` is the one table of error codes every layer's error
+//! keeps trained models loaded for prediction; `admin` runs the `keys` subcommand; `cli` is the command-line client, which talks to a running server
+//! over HTTP only. `error_code` is the one table of error codes every layer's error
 //! names.
 
 pub mod admin;
 pub mod app;
 pub mod backbones;
+pub mod cli;
 pub mod config;
 pub mod datasets;
 pub mod error_code;

@@ -21,5 +21,6 @@ async fn run() -> anyhow::Result<()> {
         Command::Keys(args) => {
             warmstart::admin::keys(args, &mut std::io::stdout(), &mut std::io::stderr()).await
         }
+        Command::Client(command) => std::process::exit(warmstart::cli::run(command).await),
     }
 }

@@ -150,3 +150,57 @@ async fn internal_webhook_targets_are_refused_by_default() {
             .contains("WARMSTART_WEBHOOK_ALLOW_PRIVATE")
     );
 }
+
+/// A listener that counts requests and answers each with `reply`.
+async fn listener_with(reply: axum::response::Response) -> (String, Arc<Mutex<u32>>) {
+    let hits: Arc<Mutex<u32>> = Arc::default();
+    let h = hits.clone();
+    let reply = Arc::new(Mutex::new(Some(reply)));
+    let app = Router::new().fallback(move || {
+        let (h, reply) = (h.clone(), reply.clone());
+        async move {
+            *h.lock() += 1;
+            reply.lock().take().unwrap_or_default()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), hits)
+}
+
+/// A webhook target that redirects elsewhere (here another port; in an attack an internal
+/// address the private-address check never saw) is not followed: the redirect counts as a
+/// refused delivery, is not retried, and the redirect's target receives nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_redirects_are_not_followed() {
+    use axum::response::IntoResponse;
+    let (inner, inner_hits) = listener_with(StatusCode::OK.into_response()).await;
+    let redirect = (
+        StatusCode::TEMPORARY_REDIRECT,
+        [("location", format!("{inner}/steal"))],
+    )
+        .into_response();
+    let (outer, outer_hits) = listener_with(redirect).await;
+    let app = TestApp::start_with(|c| c.webhook_allow_private = true).await;
+    let ds = app.upload_dataset("d.csv", topic_csv(6).as_bytes()).await;
+    let (status, job) = app
+        .post_json(
+            "/v1/jobs",
+            json!({"dataset_id": ds["id"], "webhook_url": format!("{outer}/hook"),
+                   "hyperparameters": {"finetune_epochs": 0}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{job}");
+    app.wait_job(job["id"].as_str().unwrap(), Duration::from_secs(60))
+        .await;
+    let start = Instant::now();
+    while *outer_hits.lock() == 0 {
+        assert!(start.elapsed() < Duration::from_secs(30), "no delivery");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Long enough for a followed redirect or a retry (the back-off starts at 2 s).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(*inner_hits.lock(), 0, "the redirect was followed");
+    assert_eq!(*outer_hits.lock(), 1, "a redirect is not retried");
+}

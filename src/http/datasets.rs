@@ -138,9 +138,7 @@ pub async fn create(
         let _ = st.artifacts.remove_dir(&st.artifacts.dataset_dir(&id));
         return Err(e.into());
     }
-    st.counters
-        .uploads
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    st.metrics.uploads.increment(1);
     tracing::info!(dataset = %id, examples = record.num_examples, "dataset created");
     Ok((StatusCode::CREATED, Json(record)))
 }

@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod jobs;
 pub mod list;
+pub mod metrics;
 pub mod models;
 pub mod openapi;
 pub mod ops;
@@ -18,7 +19,6 @@ pub mod schema;
 pub mod upload;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
@@ -55,7 +55,8 @@ pub struct AppState {
     pub predict_compute: Arc<Semaphore>,
     /// Memory that uploads and predicts in flight may hold (`--max-inflight-mb`).
     pub budget: Arc<budget::MemoryBudget>,
-    pub counters: Arc<Counters>,
+    /// What `/metrics` renders (see [`metrics`]).
+    pub metrics: Arc<metrics::Metrics>,
     pub started: std::time::Instant,
     /// Whether `/v1` requires an API key.
     pub auth: Arc<auth::AuthPolicy>,
@@ -63,15 +64,6 @@ pub struct AppState {
     pub rates: Arc<ratelimit::RateLimits>,
     /// Cancelled when the service begins to shut down (ends live event streams).
     pub shutdown: CancellationToken,
-}
-
-/// Counters for `/metrics`.
-#[derive(Default)]
-pub struct Counters {
-    pub predict_requests: AtomicU64,
-    pub predict_inputs: AtomicU64,
-    pub predict_rejected: AtomicU64,
-    pub uploads: AtomicU64,
 }
 
 /// The `/v1` routes. Every route is registered from its handler's `#[utoipa::path]` (with
@@ -130,6 +122,10 @@ pub fn router(state: AppState) -> Router {
         .layer(from_fn_with_state(
             state.config.body_timeouts(),
             body_timeout::guard,
+        ))
+        .layer(from_fn_with_state(
+            state.metrics.clone(),
+            metrics::track_requests,
         ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

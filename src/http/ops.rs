@@ -1,8 +1,6 @@
 //! Operations endpoints: liveness, readiness, Prometheus metrics, the backbone list, and the
 //! JSON 404 for unknown API paths.
 
-use std::sync::atomic::Ordering;
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, Uri, header};
@@ -97,66 +95,19 @@ pub async fn backbones(State(st): State<AppState>) -> Json<Backbones> {
     })
 }
 
-/// Prometheus metrics (text exposition format).
+/// Prometheus text exposition: the recorder's render, after the gauges read from state.
 #[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String), ApiErrors))]
 pub async fn metrics(State(st): State<AppState>) -> ApiResult<impl IntoResponse> {
-    let mut out = String::new();
-    out.push_str("# HELP warmstart_jobs Jobs by status.\n# TYPE warmstart_jobs gauge\n");
     let counts = st.db.job_status_counts().await?;
-    for status in ["queued", "running", "succeeded", "failed", "cancelled"] {
-        let n = counts
-            .iter()
-            .find(|(s, _)| s == status)
-            .map_or(0, |(_, n)| *n);
-        out.push_str(&format!("warmstart_jobs{{status=\"{status}\"}} {n}\n"));
-    }
-    let c = &st.counters;
-    let counters = [
-        (
-            "warmstart_predict_requests_total",
-            "Predict requests served.",
-            c.predict_requests.load(Ordering::Relaxed),
-        ),
-        (
-            "warmstart_predict_inputs_total",
-            "Inputs predicted.",
-            c.predict_inputs.load(Ordering::Relaxed),
-        ),
-        (
-            "warmstart_predict_rejected_total",
-            "Predict requests refused as overload (503).",
-            c.predict_rejected.load(Ordering::Relaxed),
-        ),
-        (
-            "warmstart_dataset_uploads_total",
-            "Datasets uploaded.",
-            c.uploads.load(Ordering::Relaxed),
-        ),
-        (
-            "warmstart_memory_budget_rejected_total",
-            "Uploads and predicts refused because the memory budget was in use (503).",
-            st.budget.rejected(),
-        ),
-    ];
-    for (name, help, v) in counters {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
-        ));
-    }
-    out.push_str(&format!(
-        "# HELP warmstart_models_loaded Models held in the prediction cache.\n# TYPE warmstart_models_loaded gauge\nwarmstart_models_loaded {}\n",
-        st.models.loaded().len()
-    ));
-    out.push_str(&format!(
-        "# HELP warmstart_memory_budget_in_use_mb Megabytes reserved by requests in flight.\n# TYPE warmstart_memory_budget_in_use_mb gauge\nwarmstart_memory_budget_in_use_mb {}\n",
-        st.budget.in_use_mb()
-    ));
-    out.push_str(&format!(
-        "# HELP warmstart_uptime_seconds Seconds since start.\n# TYPE warmstart_uptime_seconds gauge\nwarmstart_uptime_seconds {:.0}\n",
-        st.started.elapsed().as_secs_f64()
-    ));
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out))
+    let loaded = st.models.loaded().len();
+    let budget = (st.budget.in_use_mb(), st.budget.rejected());
+    st.metrics
+        .record(|| super::metrics::set_gauges(&counts, loaded, budget, st.started));
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        st.metrics.render(),
+    ))
 }
 
 pub async fn api_not_found(uri: Uri) -> ApiError {

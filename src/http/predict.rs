@@ -1,7 +1,6 @@
 //! `POST /v1/models/{id}/predict`: JSON inputs (texts, or base64 images) or multipart image
 //! files, checked, admitted under the predict limits, and answered in input order.
 
-use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::extract::{FromRequest, Multipart, Path, Request, State};
@@ -170,6 +169,7 @@ pub async fn predict(
     Path(id): Path<String>,
     request: Request,
 ) -> ApiResult<Json<Predictions>> {
+    let started = std::time::Instant::now();
     let record = find(&st, &tenant, &id).await?;
     // Memory for the body before it is read; for the decoding once the images are known.
     let body_need = budget::predict_request(request.headers(), st.config.max_body_mb << 20);
@@ -220,7 +220,7 @@ pub async fn predict(
         st.budget.grow(&mut held, body_need + decode_need)?;
     }
     let Ok(_admitted) = st.predict_admission.clone().try_acquire_owned() else {
-        st.counters.predict_rejected.fetch_add(1, Ordering::Relaxed);
+        st.metrics.predict_rejected.increment(1);
         return Err(ApiError::new(
             Code::Overloaded,
             "too many predict requests are waiting; retry shortly",
@@ -233,10 +233,7 @@ pub async fn predict(
         .acquire_owned()
         .await
         .map_err(ApiError::internal)?;
-    st.counters.predict_requests.fetch_add(1, Ordering::Relaxed);
-    st.counters
-        .predict_inputs
-        .fetch_add(inputs.len() as u64, Ordering::Relaxed);
+    let batch = inputs.len();
     let models = st.models.clone();
     let dir = st.artifacts.model_dir(&id);
     let max_pixels = st.limits.max_image_pixels;
@@ -254,5 +251,7 @@ pub async fn predict(
         }
         Err(e) => return Err(e.into()),
     };
+    st.metrics
+        .predicted(record.modality.as_str(), batch, started.elapsed());
     Ok(Json(Predictions { predictions }))
 }

@@ -200,9 +200,24 @@ fn forward_rows(rows: &mut Rows, reg: &Registry) -> anyhow::Result<()> {
 
 fn step_rows(rows: &mut Rows, reg: &Registry) -> anyhow::Result<()> {
     let cases: [(&str, &str, Batch, usize); 3] = [
-        ("minilm_step_16x128", "minilm-l6", text_batch(16, 128, 30000)?, 3),
-        ("lite0_step_b8", "efficientnet-lite0", image_batch(8, 224)?, 3),
-        ("lite2_step_b16", "efficientnet-lite2", image_batch(16, 260)?, 2),
+        (
+            "minilm_step_16x128",
+            "minilm-l6",
+            text_batch(16, 128, 30000)?,
+            3,
+        ),
+        (
+            "lite0_step_b8",
+            "efficientnet-lite0",
+            image_batch(8, 224)?,
+            3,
+        ),
+        (
+            "lite2_step_b16",
+            "efficientnet-lite2",
+            image_batch(16, 260)?,
+            2,
+        ),
     ];
     for (row, id, batch, reps) in cases {
         if rows.wants(row) {
@@ -238,7 +253,10 @@ async fn call(router: &axum::Router, req: Request<Body>) -> (StatusCode, Value) 
     let resp = router.clone().oneshot(req).await.unwrap();
     let status = resp.status();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 /// Trains a head-only model on `file` through the API (in-process) and returns its id.
@@ -282,7 +300,11 @@ fn training_files() -> (Vec<u8>, Vec<u8>) {
     let texts = read_lines(&inputs_dir().join("short.txt"));
     let mut csv = String::from("text,label\n");
     for (i, t) in texts.iter().take(40).enumerate() {
-        csv.push_str(&format!("\"{}\",{}\n", t.replace('"', "\"\""), ["a", "b"][i % 2]));
+        csv.push_str(&format!(
+            "\"{}\",{}\n",
+            t.replace('"', "\"\""),
+            ["a", "b"][i % 2]
+        ));
     }
     let images = read_images(&inputs_dir().join("images"));
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));

@@ -323,7 +323,8 @@ async fn http_rows(rows: &mut Rows) -> anyhow::Result<()> {
         return Ok(());
     }
     let dir = tempfile::tempdir()?;
-    let config = Config::new(dir.path().join("data"), models_dir());
+    let mut config = Config::new(dir.path().join("data"), models_dir());
+    config.predict_rate = 0.0; // no per-key rate limit: the bench sends hundreds per second
     let app = App::build(config).await?;
     let router = app.router();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -343,6 +344,15 @@ async fn http_rows(rows: &mut Rows) -> anyhow::Result<()> {
         let inputs: Vec<Value> = texts.iter().map(|t| json!(t)).collect();
         let s = post_all(&client, addr, &model, &inputs).await?;
         rows.record("http_predict_texts_1000", s, "s/total");
+        // Dynamic batching: one text per request, one client after another vs 16 at once.
+        for clients in [1, 16] {
+            let s = post_singles(&client, addr, &model, &inputs[..320], clients).await?;
+            rows.record(
+                &format!("http_single_texts_320_clients{clients}"),
+                s,
+                "s/total",
+            );
+        }
     }
     if rows.wants_group("http_predict_images") {
         let model = train_model(&router, "bench.zip", zip).await;
@@ -382,6 +392,38 @@ async fn post_all(
             .await?;
         anyhow::ensure!(resp.status().is_success(), "predict: {}", resp.status());
         resp.bytes().await?;
+    }
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// Every input in its own request, from `clients` concurrent clients.
+async fn post_singles(
+    client: &reqwest::Client,
+    addr: std::net::SocketAddr,
+    model: &str,
+    inputs: &[Value],
+    clients: usize,
+) -> anyhow::Result<f64> {
+    let url = format!("http://{addr}/v1/models/{model}/predict");
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let t = Instant::now();
+    let workers = (0..clients).map(|_| async {
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(input) = inputs.get(i) else {
+                return anyhow::Ok(());
+            };
+            let resp = client
+                .post(&url)
+                .json(&json!({ "inputs": [input] }))
+                .send()
+                .await?;
+            anyhow::ensure!(resp.status().is_success(), "predict: {}", resp.status());
+            resp.bytes().await?;
+        }
+    });
+    for r in futures::future::join_all(workers).await {
+        r?;
     }
     Ok(t.elapsed().as_secs_f64())
 }

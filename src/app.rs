@@ -21,6 +21,7 @@ use crate::jobs::webhook::Webhooks;
 use crate::jobs::worker::WorkerContext;
 use crate::jobs::{Queue, Workers};
 use crate::serve::ModelCache;
+use crate::serve::batcher::{BatchSettings, Batcher};
 use crate::store::{Artifacts, Db};
 use crate::train::Engine;
 
@@ -107,18 +108,27 @@ impl App {
             .min(4);
         let rates = Arc::new(RateLimits::from_config(&config));
         let predict_admission = Arc::new(Semaphore::new(config.predict_queue));
+        let models = Arc::new(ModelCache::new(registry.clone(), config.model_cache));
         let budget = Arc::new(http::budget::MemoryBudget::new(config.max_inflight_mb));
         let state = AppState {
             rates,
             predict_admission,
-            models: Arc::new(ModelCache::new(registry.clone(), config.model_cache)),
+            batcher: Arc::new(Batcher::new(
+                models.clone(),
+                Arc::new(Semaphore::new(compute)),
+                BatchSettings {
+                    max_inputs: config.predict_max_batch,
+                    max_wait: Duration::from_millis(config.predict_batch_wait_ms),
+                },
+                limits.max_image_pixels,
+            )),
+            models,
             config: Arc::new(config),
             db,
             artifacts,
             queue,
             catalog,
             limits,
-            predict_compute: Arc::new(Semaphore::new(compute)),
             budget,
             metrics: Arc::new(http::metrics::Metrics::new()),
             started: std::time::Instant::now(),

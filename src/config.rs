@@ -133,6 +133,15 @@ pub struct Config {
     #[arg(long, env = "WARMSTART_UPLOAD_BURST", default_value_t = 20)]
     pub upload_burst: u32,
 
+    /// Most inputs that concurrent predict requests to one model share in one forward pass
+    /// (dynamic batching); a request with this many inputs or more runs alone.
+    #[arg(long, env = "WARMSTART_PREDICT_MAX_BATCH", default_value_t = 32)]
+    pub predict_max_batch: usize,
+
+    /// Milliseconds the first small predict request waits for others to batch with it.
+    #[arg(long, env = "WARMSTART_PREDICT_BATCH_WAIT_MS", default_value_t = 2)]
+    pub predict_batch_wait_ms: u64,
+
     /// Predict requests admitted at once (computing or waiting); beyond it → 503 overloaded.
     #[arg(long, env = "WARMSTART_PREDICT_QUEUE", default_value_t = 64)]
     pub predict_queue: usize,
@@ -200,6 +209,9 @@ impl Config {
         }
         if self.model_cache == 0 {
             return Err("--model-cache must be at least 1".into());
+        }
+        if self.predict_max_batch == 0 {
+            return Err("--predict-max-batch must be at least 1".into());
         }
         if self.predict_queue == 0 {
             return Err("--predict-queue must be at least 1".into());

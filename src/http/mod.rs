@@ -36,6 +36,7 @@ use crate::config::Config;
 use crate::datasets::Limits;
 use crate::jobs::Queue;
 use crate::serve::ModelCache;
+use crate::serve::batcher::Batcher;
 use crate::store::{Artifacts, Db};
 
 /// Shared state of every handler.
@@ -52,7 +53,9 @@ pub struct AppState {
     /// Predict requests admitted (running or waiting); beyond it → 503.
     pub predict_admission: Arc<Semaphore>,
     /// Predict requests computing at once.
-    pub predict_compute: Arc<Semaphore>,
+    /// Runs predictions: batches concurrent small requests to one model, bounds the
+    /// forwards running at once.
+    pub batcher: Arc<Batcher>,
     /// Memory that uploads and predicts in flight may hold (`--max-inflight-mb`).
     pub budget: Arc<budget::MemoryBudget>,
     /// What `/metrics` renders (see [`metrics`]).

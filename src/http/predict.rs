@@ -227,22 +227,9 @@ pub async fn predict(
         )
         .retry_after(1));
     };
-    let _computing = st
-        .predict_compute
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(ApiError::internal)?;
     let batch = inputs.len();
-    let models = st.models.clone();
     let dir = st.artifacts.model_dir(&id);
-    let max_pixels = st.limits.max_image_pixels;
-    let model_id = id.clone();
-    let predicted = tokio::task::spawn_blocking(move || {
-        models.predict(&model_id, &dir, &inputs, top_k, max_pixels)
-    })
-    .await
-    .map_err(ApiError::internal)?;
+    let predicted = st.batcher.predict(&id, dir, inputs, top_k).await;
     let predictions: Vec<Prediction> = match predicted {
         Ok(p) => p,
         // Its files went while it was loading: the model was deleted under this request.

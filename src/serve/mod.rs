@@ -2,6 +2,7 @@
 //! inference over their inputs. Called from the HTTP layer on blocking threads through
 //! [`ModelCache`], whose methods take and return plain data: no candle type crosses it.
 
+pub mod batcher;
 pub mod cache;
 
 use std::path::Path;

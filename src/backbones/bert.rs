@@ -132,6 +132,9 @@ struct EncoderLayer {
     query: Linear,
     key: Linear,
     value: Linear,
+    /// Frozen weights only: query (pre-scaled by `1/sqrt(head_dim)`), key and value stacked
+    /// into one `[3H, H]` projection, one matrix product instead of three.
+    qkv: Option<Linear>,
     attn_out: Linear,
     attn_norm: LayerNorm,
     intermediate: Linear,
@@ -161,10 +164,18 @@ impl EncoderLayer {
     fn load(l: &mut Loader<'_>, i: usize, c: &BertConfig) -> Result<EncoderLayer> {
         let (h, m, eps) = (c.hidden_size, c.intermediate_size, c.layer_norm_eps);
         let p = format!("encoder.layer.{i}");
+        let query = l.linear(&format!("{p}.attention.self.query"), h, h)?;
+        let key = l.linear(&format!("{p}.attention.self.key"), h, h)?;
+        let value = l.linear(&format!("{p}.attention.self.value"), h, h)?;
+        let qkv = match l.mode {
+            WeightsMode::Frozen => Some(fuse_qkv(&query, &key, &value, h / c.num_attention_heads)?),
+            WeightsMode::Trainable => None,
+        };
         Ok(EncoderLayer {
-            query: l.linear(&format!("{p}.attention.self.query"), h, h)?,
-            key: l.linear(&format!("{p}.attention.self.key"), h, h)?,
-            value: l.linear(&format!("{p}.attention.self.value"), h, h)?,
+            query,
+            key,
+            value,
+            qkv,
             attn_out: l.linear(&format!("{p}.attention.output.dense"), h, h)?,
             attn_norm: l.layer_norm(&format!("{p}.attention.output.LayerNorm"), h, eps)?,
             intermediate: l.linear(&format!("{p}.intermediate.dense"), m, h)?,
@@ -185,11 +196,28 @@ impl EncoderLayer {
         let hidden = x.dim(1)?;
         let nh = ctx.heads;
         let hd = hidden / nh;
-        // [B*L, H] -> [B, nh, L, hd], contiguous so the batched matmuls see plain strides.
-        let heads = |t: Tensor| t.reshape((b, l, nh, hd))?.transpose(1, 2)?.contiguous();
-        let q = heads((self.query.forward(x)? * (1.0 / (hd as f64).sqrt()))?)?;
-        let k = heads(self.key.forward(x)?)?;
-        let v = heads(self.value.forward(x)?)?;
+        let (q, k, v) = match &self.qkv {
+            Some(qkv) => {
+                // [B*L, 3H] -> [3, B, nh, L, hd] in one copy.
+                let all = qkv
+                    .forward(x)?
+                    .reshape((b, l, 3, nh, hd))?
+                    .permute((2, 0, 3, 1, 4))?
+                    .contiguous()?;
+                (all.get(0)?, all.get(1)?, all.get(2)?)
+            }
+            None => {
+                // [B*L, H] -> [B, nh, L, hd], contiguous so the batched matmuls see plain
+                // strides.
+                let heads = |t: Tensor| t.reshape((b, l, nh, hd))?.transpose(1, 2)?.contiguous();
+                let q = heads((self.query.forward(x)? * (1.0 / (hd as f64).sqrt()))?)?;
+                (
+                    q,
+                    heads(self.key.forward(x)?)?,
+                    heads(self.value.forward(x)?)?,
+                )
+            }
+        };
         let scores = q.matmul(&k.t()?)?.broadcast_add(bias)?;
         let probs = ops::softmax_last_dim(&scores)?;
         let probs = ctx.dropout(&probs, ctx.attn_p)?;
@@ -203,6 +231,27 @@ impl EncoderLayer {
         let out = ctx.dropout(&self.output.forward(&inter)?, ctx.hidden_p)?;
         self.out_norm.forward(&(out + x)?)
     }
+}
+
+/// The three attention projections as one, the query's rows (and bias) scaled by
+/// `1/sqrt(head_dim)` so the scores need no separate scaling pass.
+fn fuse_qkv(q: &Linear, k: &Linear, v: &Linear, head_dim: usize) -> Result<Linear> {
+    let scale = 1.0 / (head_dim as f64).sqrt();
+    let bias = |l: &Linear| {
+        l.bias()
+            .cloned()
+            .ok_or_else(|| candle_core::Error::Msg("BERT attention projections have biases".into()))
+    };
+    let weight = Tensor::cat(
+        &[
+            (q.weight() * scale)?,
+            k.weight().clone(),
+            v.weight().clone(),
+        ],
+        0,
+    )?;
+    let b = Tensor::cat(&[(bias(q)? * scale)?, bias(k)?, bias(v)?], 0)?;
+    Ok(Linear::new(weight, Some(b)))
 }
 
 /// all-MiniLM-L6-v2 style BERT: encoder, masked mean pooling, L2 normalisation.

@@ -30,6 +30,10 @@ use warmstart::train::optim::{GroupedAdamW, ParamGroup};
 
 const HTTP_BATCH: usize = 32;
 
+// The service binary's allocator (src/main.rs), so the bench measures what it runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn models_dir() -> PathBuf {
     std::env::var_os("WARMSTART_MODELS_DIR")
         .map(PathBuf::from)

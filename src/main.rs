@@ -1,6 +1,9 @@
 use clap::Parser;
 use warmstart::config::{Cli, Command};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     warmstart::config::tune_thread_pools();
     tokio::runtime::Builder::new_multi_thread()

@@ -1,7 +1,6 @@
 //! `POST /v1/models/{id}/predict`: JSON inputs (texts, or base64 images) or multipart image
 //! files, checked, admitted under the predict limits, and answered in input order.
 
-
 use axum::Json;
 use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::{StatusCode, header};

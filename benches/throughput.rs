@@ -12,21 +12,20 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
+use axum::http::StatusCode;
 use base64::Engine as _;
 use candle_core::{DType, Device, Tensor};
-use http_body_util::BodyExt;
+use common::TestApp;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
-use tower::ServiceExt;
-use warmstart::app::App;
 use warmstart::backbones::registry::{LoadedBackbone, Registry};
 use warmstart::backbones::{Batch, WeightsMode};
-use warmstart::config::Config;
 use warmstart::train::optim::{GroupedAdamW, ParamGroup};
+
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 const HTTP_BATCH: usize = 32;
 
@@ -253,50 +252,21 @@ fn real_text_row(rows: &mut Rows, reg: &Registry, name: &str, file: &str, batch:
     rows.record(name, t.elapsed().as_secs_f64(), "s/total");
 }
 
-async fn call(router: &axum::Router, req: Request<Body>) -> (StatusCode, Value) {
-    let resp = router.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
-
 /// Trains a head-only model on `file` through the API (in-process) and returns its id.
-async fn train_model(router: &axum::Router, name: &str, bytes: Vec<u8>) -> String {
-    let boundary = "benchboundary";
-    let mut body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend(bytes);
-    body.extend(format!("\r\n--{boundary}--\r\n").into_bytes());
-    let req = Request::post("/v1/datasets")
-        .header(
-            header::CONTENT_TYPE,
-            format!("multipart/form-data; boundary={boundary}"),
+async fn train_model(app: &TestApp, name: &str, bytes: &[u8]) -> String {
+    let ds = app.upload_dataset(name, bytes).await;
+    let (status, job) = app
+        .post_json(
+            "/v1/jobs",
+            json!({"dataset_id": ds["id"], "hyperparameters": {"finetune_epochs": 0}}),
         )
-        .body(Body::from(body))
-        .unwrap();
-    let (status, ds) = call(router, req).await;
-    assert_eq!(status, StatusCode::CREATED, "{ds}");
-    let job = json!({"dataset_id": ds["id"], "hyperparameters": {"finetune_epochs": 0}});
-    let req = Request::post("/v1/jobs")
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(job.to_string()))
-        .unwrap();
-    let (status, job) = call(router, req).await;
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{job}");
-    let uri = format!("/v1/jobs/{}", job["id"].as_str().unwrap());
-    loop {
-        let (_, j) = call(router, Request::get(&uri).body(Body::empty()).unwrap()).await;
-        match j["status"].as_str() {
-            Some("succeeded") => return j["model_id"].as_str().unwrap().to_string(),
-            Some("failed" | "cancelled") => panic!("bench job failed: {j}"),
-            _ => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
-        }
-    }
+    let job = app
+        .wait_job(job["id"].as_str().unwrap(), Duration::from_secs(600))
+        .await;
+    assert_eq!(job["status"], "succeeded", "bench job: {job}");
+    job["model_id"].as_str().unwrap().to_string()
 }
 
 /// A small labelled CSV / zip made from the bench inputs, for the head-only models.
@@ -326,24 +296,24 @@ async fn http_rows(rows: &mut Rows) -> anyhow::Result<()> {
     if !rows.wants_group("http_predict") {
         return Ok(());
     }
-    let dir = tempfile::tempdir()?;
-    let mut config = Config::new(dir.path().join("data"), models_dir());
-    config.predict_rate = 0.0; // no per-key rate limit: the bench sends hundreds per second
-    let app = App::build(config).await?;
-    let router = app.router();
+    let app = TestApp::start_in(tempfile::tempdir()?, |c| {
+        c.models_dir = models_dir();
+        c.predict_rate = 0.0; // no per-key rate limit: the bench sends hundreds per second
+    })
+    .await;
+    let state = &app.app.as_ref().expect("running").state;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let timeouts = app.state.config.conn_timeouts();
     let server = tokio::spawn(warmstart::http::conn::serve(
         listener,
-        router.clone(),
-        timeouts,
-        app.state.shutdown.clone(),
+        app.router.clone(),
+        state.config.conn_timeouts(),
+        state.shutdown.clone(),
     ));
     let (csv, zip) = training_files();
     let client = reqwest::Client::new();
     if rows.wants_group("http_predict_texts") {
-        let model = train_model(&router, "bench.csv", csv).await;
+        let model = train_model(&app, "bench.csv", &csv).await;
         let texts = read_lines(&inputs_dir().join("short.txt"));
         let inputs: Vec<Value> = texts.iter().map(|t| json!(t)).collect();
         let s = post_all(&client, addr, &model, &inputs).await?;
@@ -359,7 +329,7 @@ async fn http_rows(rows: &mut Rows) -> anyhow::Result<()> {
         }
     }
     if rows.wants_group("http_predict_images") {
-        let model = train_model(&router, "bench.zip", zip).await;
+        let model = train_model(&app, "bench.zip", &zip).await;
         let b64 = base64::engine::general_purpose::STANDARD;
         let inputs: Vec<Value> = read_images(&inputs_dir().join("images"))
             .iter()
@@ -368,7 +338,7 @@ async fn http_rows(rows: &mut Rows) -> anyhow::Result<()> {
         let s = post_all(&client, addr, &model, &inputs).await?;
         rows.record("http_predict_images_1000", s, "s/total");
     }
-    app.shutdown().await;
+    app.stop().await;
     let _ = server.await;
     Ok(())
 }

@@ -12,15 +12,19 @@ rows) or the total (rows over a whole input set), and the peak RSS during the ro
 """
 
 import argparse
-import io
 import json
 import os
 import statistics
 import time
 
-import numpy as np
 import torch
-from PIL import Image
+
+# quality.py defaults the tokenizer to one thread; keep Hugging Face's default here.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+# The quality peer's MiniLM loader (the service's folder, max 256 tokens), its mean pooling
+# and its image preprocessing (the service's resize + centre crop), shared so both peers
+# do the same work.
+from quality import image_tensor, mean_pool, minilm
 
 HTTP_BATCH = 32
 
@@ -73,23 +77,9 @@ class Rows:
             self.out.flush()
 
 
-def minilm(models):
-    from transformers import AutoModel, PreTrainedTokenizerFast
-
-    d = os.path.join(models, "minilm-l6")
-    tok = PreTrainedTokenizerFast(
-        tokenizer_file=os.path.join(d, "tokenizer.json"),
-        unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]",
-        model_max_length=256,
-    )
-    return tok, AutoModel.from_pretrained(d).eval()
-
-
 def pooled(model, ids, mask):
     hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
-    m = mask.unsqueeze(-1).to(hidden.dtype)
-    mean = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
-    return torch.nn.functional.normalize(mean, dim=1)
+    return torch.nn.functional.normalize(mean_pool(hidden, mask), dim=1)
 
 
 def text_batch(b, l):
@@ -104,24 +94,6 @@ def effnet(variant):
 
     m = timm.create_model(f"tf_efficientnet_{variant}", pretrained=False, num_classes=0)
     return m.eval()
-
-
-def image_features(model, x):
-    return model(x)
-
-
-def image_tensor(png, res):
-    """Decode, RGB, resize the shorter side to `res` (bilinear), centre-crop, (p-127)/128."""
-    img = Image.open(io.BytesIO(png)).convert("RGB")
-    w, h = img.size
-    if w <= h:
-        nw, nh = res, max(res, int(round(h * res / w)))
-    else:
-        nw, nh = max(res, int(round(w * res / h))), res
-    img = img.resize((nw, nh), Image.BILINEAR)
-    left, top = int(round((nw - res) / 2.0)), int(round((nh - res) / 2.0))
-    a = np.asarray(img.crop((left, top, left + res, top + res)), dtype=np.float32)
-    return torch.from_numpy((a - 127.0) / 128.0).permute(2, 0, 1)
 
 
 def step(model, fwd, opt):
@@ -150,7 +122,7 @@ def forward_rows(rows, args):
             x = torch.rand(b, 3, res, res) * 2 - 1
             reset_peak()
             with torch.inference_mode():
-                s = timed(reps, lambda: image_features(m, x))
+                s = timed(reps, lambda: m(x))
             rows.record(row, s, "s/batch")
 
 
@@ -169,7 +141,7 @@ def step_rows(rows, args):
             m = effnet(variant).train()
             x = torch.rand(b, 3, res, res) * 2 - 1
             opt = torch.optim.AdamW(m.parameters(), lr=1e-5, weight_decay=0.01)
-            s = timed(reps, lambda: step(m, lambda: image_features(m, x), opt))
+            s = timed(reps, lambda: step(m, lambda: m(x), opt))
             rows.record(row, s, "s/step")
 
 
@@ -207,7 +179,7 @@ def image_predict_row(rows, args):
     with torch.inference_mode():
         for i in range(0, len(pngs), HTTP_BATCH):
             x = torch.stack([image_tensor(p, 224) for p in pngs[i:i + HTTP_BATCH]])
-            head(image_features(m, x)).softmax(-1).tolist()
+            head(m(x)).softmax(-1).tolist()
     rows.record(row, time.perf_counter() - t, "s/total")
 
 

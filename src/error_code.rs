@@ -146,6 +146,9 @@ codes! {
     NoModelForDataset = "no_model_for_dataset", 409;
     ModelNotTrainedOnDataset = "model_not_trained_on_dataset", 422;
     InvalidModelArchive = "invalid_model_archive", 422;
+    /// An archive from before archives carried their backbone, whose backbone is not
+    /// installed here (the message names it and how to install it).
+    BackboneNotBundled = "backbone_not_bundled", 422;
     /// A stored model's files are damaged: details are logged, never shown.
     ModelCorrupt = "model_corrupt", 500;
     NoInputs = "no_inputs", 422;

@@ -3,6 +3,8 @@
 //! - [`catalog`]: which backbones exist and which are installed (plain data, no candle):
 //!   the one part the HTTP layer holds.
 //! - [`registry`]: the loader that builds candle networks from the catalogue's folders.
+//! - [`bundle`]: a backbone as a model's own folder (self-contained model archives), and
+//!   where a model's backbone is loaded from.
 //! - [`bert`], [`efficientnet`]: the networks, each with its own ops, weight readers and
 //!   input preprocessing.
 //! - [`image`]: decoding uploaded images (shared by datasets, training and prediction).
@@ -10,6 +12,7 @@
 //! The [`Backbone`] trait and [`Batch`] below are what `train` and `serve` program against.
 
 pub mod bert;
+pub mod bundle;
 pub mod catalog;
 pub mod efficientnet;
 mod error;

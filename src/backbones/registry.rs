@@ -14,7 +14,8 @@ use rand::rngs::StdRng;
 
 use super::bert::Bert;
 use super::bert::text::TextEncoder;
-use super::catalog::{BackboneInfo, Catalog};
+use super::bundle::{self, BackboneSource};
+use super::catalog::{BackboneInfo, Catalog, Spec};
 use super::efficientnet::preprocess::{self, Augment};
 use super::efficientnet::{EfficientNetConfig, EfficientNetLite, LiteVariant};
 use super::{Backbone, BackboneError, Batch, Modality, WeightsMode};
@@ -152,31 +153,77 @@ impl Registry {
         Ok(loaded)
     }
 
-    /// Loads a backbone. `weights` replaces the pre-trained weights (a fine-tuned model's own).
+    /// Loads an installed backbone. `weights` replaces the pre-trained weights (a fine-tuned
+    /// model's own).
     pub fn load(
         &self,
         id: &str,
         weights: Option<&Path>,
         mode: WeightsMode,
     ) -> Result<LoadedBackbone, BackboneError> {
+        let spec = self.installed(id)?;
+        self.build(spec, &self.catalog.dir(spec), weights, mode)
+    }
+
+    /// The backbone a model predicts with, from wherever [`BackboneSource`] says: the shared
+    /// frozen copy, the installed one under fine-tuned weights, or the model's own folder.
+    pub fn for_model(
+        &self,
+        id: &str,
+        source: &BackboneSource,
+    ) -> Result<Arc<LoadedBackbone>, BackboneError> {
+        match source {
+            BackboneSource::Installed { finetuned: None } => self.frozen(id),
+            BackboneSource::Installed {
+                finetuned: Some(weights),
+            } => Ok(Arc::new(self.load(
+                id,
+                Some(weights),
+                WeightsMode::Frozen,
+            )?)),
+            BackboneSource::Bundled(dir) => {
+                let spec = self.catalog.spec(id)?;
+                bundle::check_complete(spec, dir)?;
+                Ok(Arc::new(self.build(
+                    spec,
+                    dir,
+                    None,
+                    WeightsMode::Frozen,
+                )?))
+            }
+        }
+    }
+
+    /// The catalogue entry of `id`, which must be installed in the models folder.
+    pub(super) fn installed(&self, id: &str) -> Result<&'static Spec, BackboneError> {
         let spec = self.catalog.spec(id)?;
-        let dir = self.catalog.dir(spec);
         if !self.catalog.available(spec) {
             return Err(BackboneError::Unavailable {
                 id: spec.id.to_string(),
-                dir: dir.display().to_string(),
+                dir: self.catalog.dir(spec).display().to_string(),
                 models_dir: self.catalog.models_dir().display().to_string(),
             });
         }
+        Ok(spec)
+    }
+
+    /// Builds the network of `spec` from the backbone folder `dir`.
+    fn build(
+        &self,
+        spec: &'static Spec,
+        dir: &Path,
+        weights: Option<&Path>,
+        mode: WeightsMode,
+    ) -> Result<LoadedBackbone, BackboneError> {
         let load_err = |message: String| BackboneError::Load {
             id: spec.id.to_string(),
             message,
         };
         match spec.modality {
             Modality::Text => {
-                let net = Bert::load(&dir, weights, mode, &self.device)
+                let net = Bert::load(dir, weights, mode, &self.device)
                     .map_err(|e| load_err(e.to_string()))?;
-                let encoder = TextEncoder::load(&dir).map_err(|e| load_err(e.to_string()))?;
+                let encoder = TextEncoder::load(dir).map_err(|e| load_err(e.to_string()))?;
                 // Never more tokens than the network has positions for.
                 let max_length = (spec.max_length.unwrap_or(256) as usize)
                     .min(net.config().max_position_embeddings);
@@ -194,10 +241,10 @@ impl Registry {
                 let variant = LiteVariant::from_id(spec.id)
                     .ok_or_else(|| load_err("not an EfficientNet-Lite variant".into()))?;
                 let net = match weights {
-                    None => EfficientNetLite::load_dir(&dir, variant, mode, &self.device),
+                    None => EfficientNetLite::load_dir(dir, variant, mode, &self.device),
                     Some(w) => EfficientNetLite::load_with_config(
                         w,
-                        image_config(&dir, variant).map_err(|e| load_err(e.to_string()))?,
+                        image_config(dir, variant).map_err(|e| load_err(e.to_string()))?,
                         mode,
                         &self.device,
                     ),
@@ -217,7 +264,10 @@ impl Registry {
 
 /// The architecture of an image backbone folder: its `config.json` when present (the tiny
 /// test networks), else the variant's published one.
-fn image_config(dir: &Path, variant: LiteVariant) -> std::io::Result<EfficientNetConfig> {
+pub(super) fn image_config(
+    dir: &Path,
+    variant: LiteVariant,
+) -> std::io::Result<EfficientNetConfig> {
     let path = dir.join("config.json");
     if !path.is_file() {
         return Ok(variant.config());

@@ -1,7 +1,6 @@
-//! `/v1/models`: list, show, delete, download as an archive, and import an archive
-//! downloaded earlier (predict is in `super::predict`).
-
-use std::io::{Read, Write};
+//! `/v1/models`: list, show, delete, download as a self-contained archive, and import an
+//! archive downloaded earlier (predict is in `super::predict`; the archive itself is
+//! `crate::export`).
 
 use axum::Json;
 use axum::body::Body;
@@ -9,7 +8,7 @@ use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio_util::io::ReaderStream;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -22,12 +21,15 @@ use super::extract::Tenant;
 use super::list::{List, ListQuery, QueryParams, unknown_cursor};
 use super::schema::{ApiErrors, FileUpload};
 use super::upload::read_form;
+use crate::backbones::BackboneError;
 use crate::error_code::Code;
+use crate::export::archive::{self, ArchiveParts};
+use crate::export::card::{self, CardFacts};
+use crate::serve::ServeError;
+use crate::store::datasets::DatasetRecord;
 use crate::store::models::ModelRecord;
 use crate::store::now;
-use crate::train::artifact::{
-    ARCHIVE_FILES, BACKBONE_FILE, CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE,
-};
+use crate::train::{Recipe, Report};
 
 pub(super) async fn find(st: &AppState, tenant: &str, id: &str) -> ApiResult<ModelRecord> {
     st.db
@@ -92,8 +94,12 @@ pub(super) async fn deleted(st: &AppState, tenant: &str, id: &str) -> bool {
 #[schema(value_type = String, format = Binary)]
 pub struct Archive(#[allow(dead_code)] Vec<u8>);
 
-/// The model as a ZIP archive (model.json, model.safetensors, backbone.safetensors when
-/// fine-tuned, metrics.json), to keep or to import into another Warmstart.
+/// The model as a self-contained ZIP archive, to keep or to import into another Warmstart,
+/// even one with an empty models folder: `model.json`, `model.safetensors` (head and
+/// feature standardisation), the backbone as a folder of its own
+/// (`backbone/config.json`, `backbone/tokenizer.json` for text, `backbone/model.safetensors`:
+/// the fine-tuned or the frozen original weights), `metrics.json` and `MODEL_CARD.md` (data,
+/// recipe, held-out metrics, calibration). Streamed from a temp file; uncompressed.
 #[utoipa::path(get, path = "/models/{id}/download", tag = "models",
     params(("id" = String, Path, description = "The model's id")),
     responses((status = 200, description = "The archive", content_type = "application/zip", body = Archive), ApiErrors))]
@@ -103,33 +109,31 @@ pub async fn download(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let record = find(&st, &tenant, &id).await?;
+    let sources = CardSources::gather(&st, &tenant, &record).await?;
     let dir = st.artifacts.model_dir(&id);
     let tmp = st.artifacts.tmp_path(".zip");
-    let tmp2 = tmp.clone();
-    let metrics = serde_json::to_vec_pretty(&record.metrics).map_err(ApiError::internal)?;
-    let file = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
-        let out = std::fs::File::create(&tmp2)?;
-        let mut zip = zip::ZipWriter::new(out);
-        let opts = zip::write::SimpleFileOptions::default()
-            .compression_method(zip::CompressionMethod::Stored)
-            .large_file(true);
-        for name in [CONFIG_FILE, WEIGHTS_FILE, BACKBONE_FILE] {
-            let path = dir.join(name);
-            // Only a fine-tuned model has its own backbone; the others must be there (a
-            // model deleted meanwhile is a 404 below, not an archive without them).
-            if name == BACKBONE_FILE && !path.exists() {
-                continue;
-            }
-            zip.start_file(name, opts).map_err(std::io::Error::other)?;
-            std::io::copy(&mut std::fs::File::open(&path)?, &mut zip)?;
-        }
-        zip.start_file(METRICS_FILE, opts)
-            .map_err(std::io::Error::other)?;
-        zip.write_all(&metrics)?;
-        zip.finish().map_err(std::io::Error::other)?;
-        let f = std::fs::File::open(&tmp2)?;
+    let (tmp2, models, catalog) = (tmp.clone(), st.models.clone(), st.catalog.clone());
+    let file = tokio::task::spawn_blocking(move || -> ApiResult<std::fs::File> {
+        let (config, backbone) = models.bundle(&dir)?;
+        let card = card::render(&CardFacts {
+            model: &record,
+            config: &config,
+            backbone: catalog.info(&config.backbone).as_ref(),
+            dataset: sources.dataset.as_ref(),
+            recipe: sources.recipe.as_ref(),
+            report: sources.report.as_ref(),
+            exported_at: &now(),
+        });
+        let parts = ArchiveParts {
+            model_dir: &dir,
+            backbone: &backbone,
+            metrics: &record.metrics,
+            card: &card,
+        };
+        archive::write(&tmp2, &parts).map_err(ApiError::internal)?;
+        let f = std::fs::File::open(&tmp2).map_err(ApiError::internal)?;
         // The open handle keeps the data readable; the name goes now.
-        std::fs::remove_file(&tmp2)?;
+        std::fs::remove_file(&tmp2).map_err(ApiError::internal)?;
         Ok(f)
     })
     .await
@@ -138,10 +142,11 @@ pub async fn download(
         Ok(f) => f,
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
+            // A model deleted meanwhile is a 404, not an archive without its files.
             if deleted(&st, &tenant, &id).await {
                 return Err(ApiError::not_found(Code::ModelNotFound, &id));
             }
-            return Err(ApiError::internal(e));
+            return Err(e);
         }
     };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -160,73 +165,48 @@ pub async fn download(
         .into_response())
 }
 
-/// Unpacks a model archive into `staging`, accepting only the known file names.
-fn unpack_model_archive(
-    archive: &std::path::Path,
-    staging: &std::path::Path,
-    limit: u64,
-) -> Result<Value, ApiError> {
-    let bad = |m: String| ApiError::new(Code::InvalidModelArchive, m);
-    let file = std::fs::File::open(archive).map_err(ApiError::internal)?;
-    let mut zip = zip::ZipArchive::new(file).map_err(|e| {
-        bad(format!(
-            "not a readable ZIP archive ({e}); upload a file from GET /v1/models/{{id}}/download"
-        ))
-    })?;
-    let mut metrics = json!({});
-    let mut total = 0u64;
-    for i in 0..zip.len() {
-        let mut entry = zip
-            .by_index(i)
-            .map_err(|e| bad(format!("damaged archive entry: {e}")))?;
-        let name = entry
-            .name()
-            .map_err(|e| bad(format!("unreadable file name in the archive: {e}")))?
-            .to_string();
-        if !ARCHIVE_FILES.contains(&name.as_str()) {
-            return Err(bad(format!(
-                "unexpected file {name:?} in the archive; a model archive holds only {CONFIG_FILE}, {WEIGHTS_FILE}, {BACKBONE_FILE} and {METRICS_FILE}"
-            )));
-        }
-        total = total.saturating_add(entry.size());
-        if total > limit {
-            return Err(ApiError::new(
-                Code::PayloadTooLarge,
-                "the archive unpacks to more than the upload limit",
-            ));
-        }
-        if name == METRICS_FILE {
-            let mut text = String::new();
-            entry
-                .by_ref()
-                .take(1 << 20)
-                .read_to_string(&mut text)
-                .map_err(|e| bad(e.to_string()))?;
-            metrics = serde_json::from_str(&text).map_err(|e| bad(format!("metrics.json: {e}")))?;
-            if !metrics.is_object() {
-                return Err(bad("metrics.json must hold a JSON object".into()));
-            }
-        }
-        let mut out = std::fs::File::create(staging.join(&name)).map_err(ApiError::internal)?;
-        // A damaged entry (bad checksum, broken deflate stream) is the client's problem; a
-        // failed write is ours.
-        let mut buf = vec![0u8; 64 << 10];
-        let mut reader = entry.by_ref().take(limit);
-        loop {
-            let n = reader
-                .read(&mut buf)
-                .map_err(|e| bad(format!("cannot unpack {name} from the archive: {e}")))?;
-            if n == 0 {
-                break;
-            }
-            out.write_all(&buf[..n]).map_err(ApiError::internal)?;
-        }
+/// The records a model card is rendered from besides the model's own, each typed; missing
+/// when deleted (or, for an imported model, never here).
+struct CardSources {
+    dataset: Option<DatasetRecord>,
+    recipe: Option<Recipe>,
+    report: Option<Report>,
+}
+
+impl CardSources {
+    async fn gather(st: &AppState, tenant: &str, m: &ModelRecord) -> ApiResult<CardSources> {
+        let dataset = st.db.get_dataset(tenant, &m.dataset_id).await?;
+        let job = st.db.get_job(tenant, &m.job_id).await?;
+        Ok(CardSources {
+            dataset,
+            recipe: job.and_then(|j| serde_json::from_value(j.config).ok()),
+            report: serde_json::from_value(m.metrics.clone()).ok(),
+        })
     }
-    Ok(metrics)
+}
+
+/// Why an unpacked archive does not load: an old archive without its backbone, where that
+/// backbone is not installed, is told how to fix it.
+fn not_loadable(e: ServeError) -> ApiError {
+    match e {
+        ServeError::Backbone(BackboneError::Unavailable { id, models_dir, .. }) => ApiError::new(
+            Code::BackboneNotBundled,
+            format!(
+                "this archive predates self-contained archives and does not carry its backbone {id:?}, which is not installed here; install it (scripts/fetch-backbones.sh {models_dir}) and import again, or download the model anew from a Warmstart that bundles the backbone"
+            ),
+        ),
+        other => ApiError::new(
+            Code::InvalidModelArchive,
+            format!("the archive does not hold a loadable model: {other}"),
+        ),
+    }
 }
 
 /// Import a model archive from `GET /v1/models/{id}/download` (a `file` part): the model is
-/// checked by loading it, then stored under a new id.
+/// checked by loading it, then stored under a new id. A self-contained archive (with its
+/// `backbone/` folder) predicts with its own backbone, whatever this server's models folder
+/// holds; an older archive without one needs its backbone installed here
+/// (`backbone_not_bundled` otherwise).
 #[utoipa::path(post, path = "/models", tag = "models",
     request_body(content = FileUpload, content_type = "multipart/form-data"),
     responses((status = 201, description = "The imported model", body = ModelRecord), ApiErrors))]
@@ -253,15 +233,12 @@ pub async fn import(
     let dest = artifacts.model_dir(&id);
     let (config, metrics) = tokio::task::spawn_blocking(move || -> ApiResult<_> {
         let staging = artifacts.staging_dir()?;
-        let result = unpack_model_archive(&upload.path, &staging, limit).and_then(|metrics| {
-            let config = models.verify(&staging).map_err(|e| {
-                ApiError::new(
-                    Code::InvalidModelArchive,
-                    format!("the archive does not hold a loadable model: {e}"),
-                )
-            })?;
-            Ok((config, metrics))
-        });
+        let result = archive::unpack(&upload.path, &staging, limit)
+            .map_err(ApiError::from)
+            .and_then(|unpacked| {
+                let config = models.verify(&staging).map_err(not_loadable)?;
+                Ok((config, Value::Object(unpacked.metrics)))
+            });
         match result {
             Ok(v) => {
                 artifacts.commit_dir(&staging, &dest)?;

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::{Inputs, LoadedModel, Prediction, ServeError};
+use crate::backbones::bundle::BundleFile;
 use crate::backbones::registry::Registry;
-use crate::train::artifact::ModelConfig;
+use crate::train::artifact::{ModelConfig, backbone_source, read_config};
 
 pub struct ModelCache {
     registry: Arc<Registry>,
@@ -72,6 +73,17 @@ impl ModelCache {
     /// a model that can predict; returns its configuration. Blocking.
     pub fn verify(&self, dir: &Path) -> Result<ModelConfig, ServeError> {
         Ok(LoadedModel::load(dir, &self.registry)?.config)
+    }
+
+    /// The configuration of the model folder `dir` and the files that make its backbone a
+    /// folder of its own (for a self-contained archive), from wherever the model loads its
+    /// backbone. Blocking (an image backbone may be converted from `weights.pth` first).
+    pub fn bundle(&self, dir: &Path) -> Result<(ModelConfig, Vec<BundleFile>), ServeError> {
+        let config = read_config(dir).map_err(|e| ServeError::Corrupt(e.to_string()))?;
+        let files = self
+            .registry
+            .bundle(&config.backbone, &backbone_source(dir, &config))?;
+        Ok((config, files))
     }
 
     pub fn evict(&self, id: &str) {

@@ -11,13 +11,15 @@ use std::sync::Arc;
 use candle_core::Tensor;
 use serde::Serialize;
 
+use crate::backbones::bundle::BackboneSource;
 use crate::backbones::image::ImageError;
 use crate::backbones::registry::{LoadedBackbone, Registry};
-use crate::backbones::{BackboneError, Modality, WeightsMode};
+use crate::backbones::{BackboneError, Modality};
 use crate::datasets::decode::decode_for_model;
 use crate::error_code::{Code, ErrorCode};
 use crate::train::artifact::{
-    BACKBONE_FILE, LexicalConfig, ModelConfig, WEIGHTS_FILE, read_config, tensor_names,
+    BACKBONE_FILE, LexicalConfig, ModelConfig, WEIGHTS_FILE, backbone_source, read_config,
+    tensor_names,
 };
 use crate::train::features::Standardizer;
 use crate::train::head::Head;
@@ -136,8 +138,9 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
-    /// Loads a model folder. A head-only model shares the registry's frozen backbone; a
-    /// fine-tuned one loads its own backbone weights.
+    /// Loads a model folder. Its backbone comes from [`backbone_source`]: a self-contained
+    /// model's own folder, else the installed one (a head-only model shares the registry's
+    /// frozen copy; a fine-tuned one loads its own weights over it).
     pub fn load(dir: &Path, registry: &Registry) -> Result<LoadedModel, ServeError> {
         let config = read_config(dir).map_err(|e| ServeError::Corrupt(e.to_string()))?;
         let tensors = candle_core::safetensors::load(dir.join(WEIGHTS_FILE), registry.device())
@@ -161,22 +164,20 @@ impl LoadedModel {
                 config.labels.len()
             )));
         }
-        let backbone = if config.finetuned_backbone {
-            let weights = dir.join(BACKBONE_FILE);
-            if !weights.is_file() {
-                return Err(ServeError::Corrupt(format!("{BACKBONE_FILE} is missing")));
-            }
-            Arc::new(
-                registry
-                    .load(&config.backbone, Some(&weights), WeightsMode::Frozen)
-                    .map_err(|e| match e {
-                        BackboneError::Load { message, .. } => ServeError::Corrupt(message),
-                        other => ServeError::Backbone(other),
-                    })?,
-            )
-        } else {
-            registry.frozen(&config.backbone)?
-        };
+        let source = backbone_source(dir, &config);
+        if let BackboneSource::Installed {
+            finetuned: Some(weights),
+        } = &source
+            && !weights.is_file()
+        {
+            return Err(ServeError::Corrupt(format!("{BACKBONE_FILE} is missing")));
+        }
+        let backbone = registry
+            .for_model(&config.backbone, &source)
+            .map_err(|e| match e {
+                BackboneError::Load { message, .. } => ServeError::Corrupt(message),
+                other => ServeError::Backbone(other),
+            })?;
         if backbone.net.embedding_dim() != standardizer.mean.dims()[0] {
             return Err(ServeError::Corrupt(
                 "feature width does not match the backbone".into(),

@@ -1,8 +1,9 @@
 //! A trained model on disk: `model.json` (labels, backbone, preprocessing, head shape,
 //! temperature), `model.safetensors` (head, feature standardisation, and the lexical model
-//! of a blended text model) and, when the
-//! backbone was fine-tuned, `backbone.safetensors` with its own weights. The same files,
-//! zipped, are the download archive, and the service loads them back.
+//! of a blended text model) and, when the backbone was fine-tuned, `backbone.safetensors`
+//! with its own weights. A model imported from a self-contained archive has instead a
+//! `backbone/` folder of its own (see [`crate::backbones::bundle`]); [`backbone_source`]
+//! decides, for every reader, which of the two a model's backbone comes from.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::suspects::Suspect;
 use crate::backbones::Modality;
+use crate::backbones::bundle::BackboneSource;
 
 // The model format, in one place: the files of a model folder and of its download
 // archive, and the tensor names inside `model.safetensors`.
@@ -20,11 +22,13 @@ pub const CONFIG_FILE: &str = "model.json";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const BACKBONE_FILE: &str = "backbone.safetensors";
 pub const SUSPECTS_FILE: &str = "suspects.json";
-/// Only in the download archive: the model's report.
+/// In the download archive: the model's report.
 pub const METRICS_FILE: &str = "metrics.json";
-/// The files a download archive may hold (the model folder's, less the suspects, plus the
-/// report).
-pub const ARCHIVE_FILES: [&str; 4] = [CONFIG_FILE, WEIGHTS_FILE, BACKBONE_FILE, METRICS_FILE];
+/// In the download archive: the human-readable model card.
+pub const CARD_FILE: &str = "MODEL_CARD.md";
+/// A self-contained model's own backbone folder: its config, tokenizer and the weights it
+/// predicts with (fine-tuned or the frozen original).
+pub const BUNDLED_BACKBONE_DIR: &str = "backbone";
 pub const FORMAT_VERSION: u32 = 1;
 
 /// Tensor names in `model.safetensors`.
@@ -126,4 +130,17 @@ pub fn read_config(dir: &Path) -> std::io::Result<ModelConfig> {
         ));
     }
     Ok(config)
+}
+
+/// Where the backbone of the model in `dir` comes from: the model's own backbone folder
+/// when it has one, else the installed backbone (under its `backbone.safetensors` when
+/// fine-tuned). Prediction, import and download all ask here.
+pub fn backbone_source(dir: &Path, config: &ModelConfig) -> BackboneSource {
+    let own = dir.join(BUNDLED_BACKBONE_DIR);
+    if own.is_dir() {
+        return BackboneSource::Bundled(own);
+    }
+    BackboneSource::Installed {
+        finetuned: config.finetuned_backbone.then(|| dir.join(BACKBONE_FILE)),
+    }
 }

@@ -69,8 +69,8 @@ async fn one_api_and_two_workers_share_the_queue_and_survive_a_killed_worker() {
     let w2 = start(root.path(), &url, "worker", "w2");
     let c = api.client();
     // A worker's port answers health checks only.
-    let (status, _) = w1.client().get("/readyz").await;
-    assert_eq!(status, 200);
+    let (_, ready) = w1.client().get("/readyz").await;
+    assert_eq!(ready["database"], true, "{ready}");
     let (status, _) = w1.client().get("/v1/datasets").await;
     assert_eq!(status, 404);
 

@@ -6,7 +6,7 @@ use std::io::Write;
 use anyhow::Context;
 
 use crate::config::{KeysArgs, KeysCommand};
-use crate::store::{Artifacts, Db};
+use crate::store::Db;
 
 /// Runs `warmstart keys …`, writing results to `out` (the key itself, or the list) and
 /// notes to `note` (stderr in the binary), so `KEY=$(warmstart keys create …)` works.
@@ -17,10 +17,13 @@ pub async fn keys(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create the data folder {}", args.data_dir.display()))?;
-    let artifacts = Artifacts::open(&args.data_dir)?;
-    let db = Db::open(&artifacts.db_path())
-        .await
-        .with_context(|| format!("cannot open the database in {}", args.data_dir.display()))?;
+    let url = crate::config::database_url(args.database_url.as_deref(), &args.data_dir);
+    let db = Db::connect(&url).await.with_context(|| {
+        format!(
+            "cannot open the database {}",
+            crate::store::db::redact(&url)
+        )
+    })?;
     match args.command {
         KeysCommand::Create { name, tenant } => {
             let name = name.trim();

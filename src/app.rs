@@ -1,5 +1,6 @@
-//! Building the service: data folder, database and migrations, crash recovery, backbone
-//! registry, worker threads and the router; then serving until SIGTERM/Ctrl-C.
+//! Building the service: data folder, database and migrations, lease recovery, backbone
+//! registry, worker threads (unless `--role api`) and the router (only health and metrics
+//! for `--role worker`); then serving until SIGTERM/Ctrl-C.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use crate::datasets::Limits;
 use crate::http::auth::AuthPolicy;
 use crate::http::ratelimit::RateLimits;
 use crate::http::{self, AppState};
+use crate::jobs::lease::{LeaseTimes, reap_expired};
 use crate::jobs::webhook::Webhooks;
 use crate::jobs::worker::WorkerContext;
 use crate::jobs::{Queue, Workers};
@@ -43,26 +45,32 @@ impl App {
             )
         })?;
         let artifacts = Artifacts::open(&config.data_dir)?;
-        let db = Db::open(&artifacts.db_path()).await.with_context(|| {
-            format!("cannot open the database in {}", config.data_dir.display())
-        })?;
-
-        let datasets: HashSet<String> = db.all_dataset_ids().await?.into_iter().collect();
-        let models: HashSet<String> = db.all_model_ids().await?.into_iter().collect();
-        let swept = artifacts.sweep(&datasets, &models)?;
-        if swept > 0 {
-            tracing::info!(swept, "removed leftovers of interrupted writes");
+        let db = open_db(&config).await?;
+        if config.shares_database() {
+            // Another process may be writing an artefact whose row is not there yet.
+            tracing::info!("database shared with other processes: no start-up artefact sweep");
+        } else {
+            let datasets: HashSet<String> = db.all_dataset_ids().await?.into_iter().collect();
+            let models: HashSet<String> = db.all_model_ids().await?.into_iter().collect();
+            let swept = artifacts.sweep(&datasets, &models)?;
+            if swept > 0 {
+                tracing::info!(swept, "removed leftovers of interrupted writes");
+            }
         }
         let queue = Queue::new(
             db.clone(),
             Webhooks::new(config.webhook_secret.clone(), config.webhook_allow_private),
+            LeaseTimes {
+                lease: Duration::from_secs(config.lease_secs),
+                heartbeat: Duration::from_secs(config.heartbeat_secs),
+            },
         );
-        let (requeued, failed) = queue.recover().await?;
+        let (requeued, failed) = queue.expire_leases().await?;
         if requeued + failed > 0 {
             tracing::warn!(
                 requeued,
                 failed,
-                "recovered jobs interrupted by the last shutdown"
+                "took back jobs whose worker stopped answering"
             );
         }
 
@@ -80,15 +88,18 @@ impl App {
         let engine = Arc::new(Engine {
             registry: registry.clone(),
         });
-        let workers = Workers::start(
-            config.workers,
-            WorkerContext {
-                queue: queue.clone(),
-                engine,
-                artifacts: artifacts.clone(),
-                runtime: tokio::runtime::Handle::current(),
-            },
-        );
+        let workers = config.role.runs_workers().then(|| {
+            Workers::start(
+                config.workers,
+                WorkerContext {
+                    queue: queue.clone(),
+                    engine,
+                    artifacts: artifacts.clone(),
+                    runtime: tokio::runtime::Handle::current(),
+                    name: config.worker_name(),
+                },
+            )
+        });
         let limits = Limits {
             max_examples: config.max_examples,
             max_text_chars: config.max_text_chars,
@@ -135,16 +146,15 @@ impl App {
             auth,
             shutdown: CancellationToken::new(),
         };
+        // Any live process takes back jobs whose worker died.
+        tokio::spawn(reap_expired(state.queue.clone(), state.shutdown.clone()));
         // Job stage timings for /metrics, from the queue's events.
         tokio::spawn(http::metrics::watch_jobs(
             state.metrics.clone(),
             state.queue.subscribe(),
             state.shutdown.clone(),
         ));
-        Ok(App {
-            state,
-            workers: Some(workers),
-        })
+        Ok(App { state, workers })
     }
 
     pub fn router(&self) -> Router {
@@ -161,13 +171,20 @@ impl App {
     }
 }
 
+/// The database `--database-url` names (the data folder's SQLite file by default).
+async fn open_db(config: &Config) -> anyhow::Result<Db> {
+    let url = config.database_url();
+    let redacted = crate::store::db::redact(&url);
+    Db::connect(&url)
+        .await
+        .with_context(|| format!("cannot open the database {redacted}"))
+}
+
 impl Drop for App {
     fn drop(&mut self) {
-        if self.workers.is_some() {
-            // Dropped without shutdown(): at least tell the threads to stop.
-            self.state.queue.signal.shutdown();
-            self.state.shutdown.cancel();
-        }
+        // Dropped without shutdown(): at least tell the threads and tasks to stop.
+        self.state.queue.signal.shutdown();
+        self.state.shutdown.cancel();
     }
 }
 

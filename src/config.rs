@@ -41,6 +41,15 @@ pub struct KeysArgs {
     )]
     pub data_dir: PathBuf,
 
+    /// The database (the same as `serve --database-url`); default: the data folder's SQLite file.
+    #[arg(
+        long,
+        env = "WARMSTART_DATABASE_URL",
+        global = true,
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+
     #[command(subcommand)]
     pub command: KeysCommand,
 }
@@ -66,6 +75,27 @@ pub enum KeysCommand {
     },
 }
 
+/// What one `warmstart serve` process does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// The HTTP API only: jobs are queued for workers elsewhere.
+    Api,
+    /// Training workers only; the port answers `/healthz`, `/readyz` and `/metrics`.
+    Worker,
+    /// Both (the single-host default).
+    All,
+}
+
+impl Role {
+    pub fn runs_api(self) -> bool {
+        self != Role::Worker
+    }
+
+    pub fn runs_workers(self) -> bool {
+        self != Role::Api
+    }
+}
+
 /// Everything the service needs to run. Validated once at start-up by [`Config::validate`].
 #[derive(Debug, Clone, Args)]
 pub struct Config {
@@ -76,6 +106,30 @@ pub struct Config {
     /// Folder for the SQLite database and all artefacts (uploads, trained models).
     #[arg(long, env = "WARMSTART_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+
+    /// The database: `sqlite://PATH` or `postgres://USER:PASSWORD@HOST:PORT/DATABASE` (shared
+    /// by several hosts). Default: `warmstart.db` in the data folder.
+    #[arg(long, env = "WARMSTART_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// `api` (HTTP only), `worker` (training only) or `all` (both).
+    #[arg(long, env = "WARMSTART_ROLE", value_enum, default_value_t = Role::All)]
+    pub role: Role,
+
+    /// The name this process's workers record on the jobs they run (default: host name and
+    /// process id).
+    #[arg(long, env = "WARMSTART_WORKER_ID")]
+    pub worker_id: Option<String>,
+
+    /// Seconds a worker holds a running job without a heartbeat; a job whose lease runs out
+    /// (its worker died) is queued again by any live process.
+    #[arg(long, env = "WARMSTART_LEASE_SECS", default_value_t = 30)]
+    pub lease_secs: u64,
+
+    /// Seconds between a worker's heartbeats (each renews its lease and notices a cancel
+    /// made on another host); also how often expired leases are looked for.
+    #[arg(long, env = "WARMSTART_HEARTBEAT_SECS", default_value_t = 10)]
+    pub heartbeat_secs: u64,
 
     /// Folder holding the pre-trained backbones (see scripts/fetch-backbones.sh).
     #[arg(long, env = "WARMSTART_MODELS_DIR", default_value = "./models")]
@@ -236,10 +290,38 @@ impl Config {
                 return Err(format!("{flag} must be at least 1"));
             }
         }
+        if self.heartbeat_secs == 0 || self.heartbeat_secs >= self.lease_secs {
+            return Err(
+                "--heartbeat-secs must be at least 1 and less than --lease-secs (a third of it is usual)"
+                    .into(),
+            );
+        }
         if self.predict_burst == 0 || self.upload_burst == 0 {
             return Err("--predict-burst and --upload-burst must be at least 1".into());
         }
         Ok(())
+    }
+
+    /// The database URL: `--database-url`, or the data folder's SQLite file.
+    pub fn database_url(&self) -> String {
+        database_url(self.database_url.as_deref(), &self.data_dir)
+    }
+
+    /// Whether other processes may write to the same database (PostgreSQL, or a role that
+    /// leaves the rest to another process): live job events then come from the table, not
+    /// only from this process's workers.
+    pub fn shares_database(&self) -> bool {
+        self.role != Role::All || !self.database_url().starts_with("sqlite:")
+    }
+
+    /// This process's worker name: `--worker-id`, or host name and process id.
+    pub fn worker_name(&self) -> String {
+        self.worker_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "host".into());
+            format!("{host}-{}", std::process::id())
+        })
     }
 
     pub fn max_upload_bytes(&self) -> u64 {
@@ -266,6 +348,14 @@ impl Config {
     /// route requires an API key, even before one exists).
     pub fn is_exposed(&self) -> bool {
         !self.listen.ip().is_loopback()
+    }
+}
+
+/// `url`, or the SQLite file in `data_dir` when none is given.
+pub fn database_url(url: Option<&str>, data_dir: &std::path::Path) -> String {
+    match url {
+        Some(url) => url.to_string(),
+        None => crate::store::db::sqlite_url(&data_dir.join("warmstart.db")),
     }
 }
 

@@ -78,6 +78,8 @@ codes! {
     RequestTimeout = "request_timeout", 408;
     /// A failure that is not the client's: details are logged, never shown.
     Internal = "internal_error", 500;
+    /// The database cannot be reached right now (the request may be retried).
+    DatabaseUnavailable = "database_unavailable", 503;
 
     // Datasets.
     DatasetNotFound = "dataset_not_found", 404;

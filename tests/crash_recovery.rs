@@ -16,6 +16,9 @@ use common::topic_csv;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
+/// A job whose worker was killed is taken back once its lease runs out: short, for tests.
+const SHORT_LEASE: &[&str] = &["--lease-secs=3", "--heartbeat-secs=1"];
+
 const INPUTS: &str =
     r#"{"inputs": ["the football match", "soup for dinner", "rain and wind"], "top_k": 3}"#;
 
@@ -58,7 +61,7 @@ async fn assert_no_orphans(c: &Client, data: &Path) {
 async fn sigkill_mid_training_then_restart_reruns_the_job_and_keeps_everything() {
     let root = temp_root();
     let data = root.path().join("data");
-    let server = Server::start(root.path(), &[]);
+    let server = Server::start(root.path(), SHORT_LEASE);
     let c = server.client();
 
     // An earlier dataset and model that must survive the crash untouched.
@@ -102,7 +105,7 @@ async fn sigkill_mid_training_then_restart_reruns_the_job_and_keeps_everything()
     assert_eq!(integrity_check(&data).await, "ok");
 
     let restarted_at = Instant::now();
-    let server = Server::start(root.path(), &[]);
+    let server = Server::start(root.path(), SHORT_LEASE);
     let c = server.client();
     let ready = restarted_at.elapsed();
     let job = c.wait_job(&job_id, Duration::from_secs(300)).await;
@@ -141,7 +144,7 @@ async fn sigkill_mid_training_then_restart_reruns_the_job_and_keeps_everything()
 async fn sigkill_mid_upload_leaves_nothing_behind_and_keeps_earlier_data() {
     let root = temp_root();
     let data = root.path().join("data");
-    let server = Server::start(root.path(), &[]);
+    let server = Server::start(root.path(), SHORT_LEASE);
     let c = server.client();
     let (status, first) = c
         .upload("/v1/datasets", "a.csv", topic_csv(10).as_bytes())
@@ -187,7 +190,7 @@ async fn sigkill_mid_upload_leaves_nothing_behind_and_keeps_earlier_data() {
     assert_eq!(integrity_check(&data).await, "ok");
 
     let restarted_at = Instant::now();
-    let server = Server::start(root.path(), &[]);
+    let server = Server::start(root.path(), SHORT_LEASE);
     let ready = restarted_at.elapsed();
     let c = server.client();
     assert!(

@@ -29,6 +29,10 @@ fn hidden(code: Code) -> Option<(&'static str, &'static str)> {
             "internal error",
             "an internal error occurred; it has been logged",
         )),
+        Code::DatabaseUnavailable => Some((
+            "database unreachable",
+            "the database is unreachable right now; retry shortly (details are in the server log)",
+        )),
         Code::ModelCorrupt => Some((
             "model files are damaged",
             "this model's files on the server are damaged and it cannot predict; retrain it or upload its archive again (details are in the server log)",

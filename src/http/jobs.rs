@@ -178,6 +178,12 @@ pub async fn events(
     let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(64);
     let db = st.db.clone();
     let terminal_at_start = job.status.is_terminal();
+    // Events written by workers in other processes reach this one only through the table.
+    let quiet = if st.config.shares_database() {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(30)
+    };
     let shutdown = st.shutdown.clone();
     tokio::spawn(async move {
         let mut last = last_seen;
@@ -212,7 +218,7 @@ pub async fn events(
             let next = tokio::select! {
                 // The service is stopping: end the stream so shutdown need not wait for it.
                 _ = shutdown.cancelled() => return,
-                next = tokio::time::timeout(Duration::from_secs(30), live.recv()) => next,
+                next = tokio::time::timeout(quiet, live.recv()) => next,
             };
             match next {
                 Ok(Ok(e)) if e.job_id == id => {
@@ -222,7 +228,7 @@ pub async fn events(
                 }
                 Ok(Ok(_)) => {}
                 // Missed some: catch up from the table. Also on a quiet timeout, in case
-                // the job ended in another way (e.g. failed at start-up recovery).
+                // the job ended in another way (a lease expired) or in another process.
                 Ok(Err(RecvError::Lagged(_))) | Err(_) => {
                     let Ok(missed) = db.job_events(&id, last).await else {
                         return;

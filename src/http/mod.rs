@@ -116,7 +116,20 @@ pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) 
         .split_for_parts()
 }
 
+/// A worker's port (`--role worker`): health, readiness and metrics only.
+fn worker_router(state: AppState) -> Router {
+    let (routes, _) = OpenApiRouter::new()
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .split_for_parts();
+    routes.layer(TraceLayer::new_for_http()).with_state(state)
+}
+
 pub fn router(state: AppState) -> Router {
+    if !state.config.role.runs_api() {
+        return worker_router(state);
+    }
     let (routes, doc) = routes(&state);
     let static_dir = state.config.static_dir.clone();
     routes

@@ -1,9 +1,11 @@
-//! The job queue: jobs are rows in SQLite with explicit statuses
-//! (`queued → running → succeeded | failed | cancelled`), changed only by [`queue`];
-//! dedicated worker threads ([`worker`]) claim queued jobs atomically, run the training
+//! The job queue: jobs are database rows with explicit statuses
+//! (`queued → running → succeeded | failed | cancelled`), changed only by [`queue`] and
+//! [`lease`]; dedicated worker threads ([`worker`]), in this process or on other hosts
+//! sharing the database, claim queued jobs atomically under a lease, run the training
 //! recipe, and report progress as events that are stored and broadcast for live streams.
 
 pub mod failure;
+pub mod lease;
 pub mod queue;
 pub mod submit;
 pub mod webhook;

@@ -10,13 +10,24 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+use super::JobSpec;
+use super::lease::LeaseTimes;
 use super::webhook::Webhooks;
-use super::{JobSpec, MAX_ATTEMPTS};
 use crate::error_code::Code;
 use crate::store::jobs::{EventKind, JobEvent, JobRecord, Stage, event_from_row, job_from_row};
 use crate::store::models::ModelRecord;
 use crate::store::{Db, StoreResult, now, to_json};
 use crate::train::{BackboneChoice, Recipe};
+
+/// "Still this worker's": the job is running under the lease token bound as `$n`.
+fn held(n: usize) -> String {
+    format!("status = 'running' AND lease_owner = ${n}")
+}
+/// A finished job holds no lease.
+const RELEASED: &str = "lease_owner = NULL, lease_expires_ms = NULL";
+/// Back to the queue, its progress and lease cleared.
+pub(crate) const REQUEUE: &str = "UPDATE jobs SET status = 'queued', stage = NULL, epoch = 0,
+     epochs = 0, fraction = 0, lease_owner = NULL, lease_expires_ms = NULL";
 
 /// Wakes idle workers when work arrives (or the service stops).
 #[derive(Default)]
@@ -50,6 +61,15 @@ impl Signal {
     }
 }
 
+/// A worker's hold on a running job: the job and the token its claim wrote. Every write
+/// the worker makes is conditional on the row still carrying that token, so a worker whose
+/// lease ran out (and whose job another worker now runs) changes nothing.
+#[derive(Clone, Debug)]
+pub struct Lease {
+    pub job_id: String,
+    pub token: String,
+}
+
 /// What a cancel request found.
 pub enum CancelOutcome {
     Cancelled(JobRecord),
@@ -66,6 +86,7 @@ pub struct Queue {
     /// Running jobs whose cancellation the worker has not yet acted on.
     cancelled: Arc<Mutex<HashSet<String>>>,
     webhooks: Webhooks,
+    pub(crate) lease_times: LeaseTimes,
 }
 
 /// A new event to append.
@@ -90,7 +111,7 @@ impl<'a> NewEvent<'a> {
 }
 
 impl Queue {
-    pub fn new(db: Db, webhooks: Webhooks) -> Queue {
+    pub fn new(db: Db, webhooks: Webhooks, lease_times: LeaseTimes) -> Queue {
         let (events, _) = broadcast::channel(1024);
         Queue {
             db,
@@ -98,6 +119,7 @@ impl Queue {
             events,
             cancelled: Arc::default(),
             webhooks,
+            lease_times,
         }
     }
 
@@ -124,7 +146,7 @@ impl Queue {
     pub async fn add_event(&self, job_id: &str, e: NewEvent<'_>) -> StoreResult<()> {
         let row = sqlx::query(
             "INSERT INTO job_events (job_id, at, kind, stage, epoch, metrics, message)
-             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING *",
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
         )
         .bind(job_id)
         .bind(now())
@@ -152,8 +174,8 @@ impl Queue {
         let row = sqlx::query(
             "INSERT INTO jobs (id, tenant, dataset_id, backbone, backbone_reason, status, request,
                  created_at)
-             SELECT ?, ?, ?, ?, ?, 'queued', ?, ?
-             WHERE EXISTS (SELECT 1 FROM datasets WHERE id = ? AND tenant = ?)
+             SELECT $1, $2, $3, $4, $5, 'queued', $6, $7
+             WHERE EXISTS (SELECT 1 FROM datasets WHERE id = $8 AND tenant = $9)
              RETURNING *",
         )
         .bind(&id)
@@ -176,50 +198,34 @@ impl Queue {
         job_from_row(&row).map(Some)
     }
 
-    /// Atomically takes the oldest queued job and marks it running.
-    pub async fn claim_next(&self) -> StoreResult<Option<JobRecord>> {
-        let row = sqlx::query(
-            "UPDATE jobs SET status = 'running', stage = 'preparing', started_at = ?,
-                 attempts = attempts + 1, epoch = 0, epochs = 0, fraction = 0
-             WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY created_at, rowid LIMIT 1)
-               AND status = 'queued'
-             RETURNING *",
-        )
-        .bind(now())
-        .fetch_optional(&self.db.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let job = job_from_row(&row)?;
-        self.add_event(
-            &job.id,
-            NewEvent::message(EventKind::Started, "a worker started the job"),
-        )
-        .await?;
-        Ok(Some(job))
-    }
-
     /// Records the resolved recipe.
-    pub async fn set_config(&self, job_id: &str, recipe: &Recipe) -> StoreResult<()> {
-        sqlx::query("UPDATE jobs SET config = ? WHERE id = ? AND status = 'running'")
-            .bind(to_json(recipe))
-            .bind(job_id)
-            .execute(&self.db.pool)
-            .await?;
+    pub async fn set_config(&self, lease: &Lease, recipe: &Recipe) -> StoreResult<()> {
+        sqlx::query(&format!(
+            "UPDATE jobs SET config = $1 WHERE id = $2 AND {}",
+            held(3)
+        ))
+        .bind(to_json(recipe))
+        .bind(&lease.job_id)
+        .bind(&lease.token)
+        .execute(&self.db.pool)
+        .await?;
         Ok(())
     }
 
-    pub async fn set_stage(&self, job_id: &str, stage: Stage, message: &str) -> StoreResult<()> {
-        let done = sqlx::query(
-            "UPDATE jobs SET stage = ?, epoch = 0, epochs = 0, fraction = 0
-             WHERE id = ? AND status = 'running'",
-        )
+    pub async fn set_stage(&self, lease: &Lease, stage: Stage, message: &str) -> StoreResult<()> {
+        let done = sqlx::query(&format!(
+            "UPDATE jobs SET stage = $1, epoch = 0, epochs = 0, fraction = 0
+             WHERE id = $2 AND {}",
+            held(3)
+        ))
         .bind(stage.as_str())
-        .bind(job_id)
+        .bind(&lease.job_id)
+        .bind(&lease.token)
         .execute(&self.db.pool)
         .await?;
         if done.rows_affected() > 0 {
             self.add_event(
-                job_id,
+                &lease.job_id,
                 NewEvent {
                     kind: EventKind::Stage,
                     stage: Some(stage),
@@ -235,40 +241,45 @@ impl Queue {
 
     pub async fn set_progress(
         &self,
-        job_id: &str,
+        lease: &Lease,
         epoch: u32,
         epochs: u32,
         fraction: f64,
         metrics: Option<&Value>,
     ) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE jobs SET epoch = ?, epochs = ?, fraction = ?, metrics = COALESCE(?, metrics)
-             WHERE id = ? AND status = 'running'",
-        )
+        sqlx::query(&format!(
+            "UPDATE jobs SET epoch = $1, epochs = $2, fraction = $3, metrics = COALESCE($4, metrics)
+             WHERE id = $5 AND {}",
+            held(6)
+        ))
         .bind(epoch as i64)
         .bind(epochs as i64)
         .bind(fraction)
         .bind(metrics.map(to_json))
-        .bind(job_id)
+        .bind(&lease.job_id)
+        .bind(&lease.token)
         .execute(&self.db.pool)
         .await?;
         Ok(())
     }
 
     /// Marks a running job succeeded and inserts its model row, in one transaction.
-    /// Returns `false` (and writes nothing) if the job is no longer running — cancelled
-    /// meanwhile — so the caller can remove the model's files.
-    pub async fn succeed(&self, job_id: &str, model: &ModelRecord) -> StoreResult<bool> {
+    /// Returns `false` (and writes nothing) if the job is no longer this worker's — cancelled
+    /// meanwhile, or its lease ran out — so the caller can remove the model's files.
+    pub async fn succeed(&self, lease: &Lease, model: &ModelRecord) -> StoreResult<bool> {
+        let job_id = lease.job_id.as_str();
         let mut tx = self.db.pool.begin().await?;
-        let done = sqlx::query(
-            "UPDATE jobs SET status = 'succeeded', model_id = ?, metrics = ?, fraction = 1,
-                 finished_at = ?
-             WHERE id = ? AND status = 'running'",
-        )
+        let done = sqlx::query(&format!(
+            "UPDATE jobs SET status = 'succeeded', model_id = $1, metrics = $2, fraction = 1,
+                 finished_at = $3, {RELEASED}
+             WHERE id = $4 AND {}",
+            held(5)
+        ))
         .bind(&model.id)
         .bind(to_json(&model.metrics))
         .bind(now())
         .bind(job_id)
+        .bind(&lease.token)
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
@@ -277,7 +288,7 @@ impl Queue {
         }
         sqlx::query(
             "INSERT INTO models (id, tenant, job_id, dataset_id, backbone, modality, labels,
-             metrics, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             metrics, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&model.id)
         .bind(&model.tenant)
@@ -306,49 +317,62 @@ impl Queue {
         Ok(true)
     }
 
-    /// Marks a running job failed with its code and a reason shown to the user.
-    pub async fn fail(&self, job_id: &str, code: Code, message: &str) -> StoreResult<()> {
-        let done = sqlx::query(
-            "UPDATE jobs SET status = 'failed', error_code = ?, error_message = ?, finished_at = ?
-             WHERE id = ? AND status = 'running'",
-        )
+    /// Marks the worker's running job failed with its code and a reason shown to the user.
+    pub async fn fail(&self, lease: &Lease, code: Code, message: &str) -> StoreResult<()> {
+        let done = sqlx::query(&format!(
+            "UPDATE jobs SET status = 'failed', error_code = $1, error_message = $2,
+                 finished_at = $3, {RELEASED}
+             WHERE id = $4 AND {}",
+            held(5)
+        ))
         .bind(code.name())
         .bind(message)
         .bind(now())
-        .bind(job_id)
+        .bind(&lease.job_id)
+        .bind(&lease.token)
         .execute(&self.db.pool)
         .await?;
         if done.rows_affected() > 0 {
-            self.add_event(job_id, NewEvent::message(EventKind::Failed, message))
-                .await?;
-            self.finished(job_id).await?;
+            self.failed(&lease.job_id, message).await?;
         }
         Ok(())
     }
 
-    /// Puts a running job back in the queue (shutdown while it ran).
-    pub async fn requeue(&self, job_id: &str, message: &str) -> StoreResult<()> {
-        let done = sqlx::query(
-            "UPDATE jobs SET status = 'queued', stage = NULL, epoch = 0, epochs = 0, fraction = 0
-             WHERE id = ? AND status = 'running'",
-        )
-        .bind(job_id)
-        .execute(&self.db.pool)
-        .await?;
+    /// After a job was failed: its event and webhook.
+    pub(crate) async fn failed(&self, job_id: &str, message: &str) -> StoreResult<()> {
+        self.add_event(job_id, NewEvent::message(EventKind::Failed, message))
+            .await?;
+        self.finished(job_id).await
+    }
+
+    /// Puts the worker's running job back in the queue (shutdown while it ran).
+    pub async fn requeue(&self, lease: &Lease, message: &str) -> StoreResult<()> {
+        let done = sqlx::query(&format!("{REQUEUE} WHERE id = $1 AND {}", held(2)))
+            .bind(&lease.job_id)
+            .bind(&lease.token)
+            .execute(&self.db.pool)
+            .await?;
         if done.rows_affected() > 0 {
-            self.add_event(job_id, NewEvent::message(EventKind::Requeued, message))
-                .await?;
-            self.signal.notify();
+            self.requeued(&lease.job_id, message).await?;
         }
+        Ok(())
+    }
+
+    /// After a job was put back in the queue: its event, and a worker woken.
+    pub(crate) async fn requeued(&self, job_id: &str, message: &str) -> StoreResult<()> {
+        self.add_event(job_id, NewEvent::message(EventKind::Requeued, message))
+            .await?;
+        self.signal.notify();
         Ok(())
     }
 
     /// Cancels a queued or running job. A running job's worker sees the new status at its
-    /// next step and stops.
+    /// next step (in this process) or its next heartbeat (on another host) and stops.
     pub async fn cancel(&self, tenant: &str, job_id: &str) -> StoreResult<CancelOutcome> {
         let row = sqlx::query(
-            "UPDATE jobs SET status = 'cancelled', finished_at = ?
-             WHERE id = ? AND tenant = ? AND status IN ('queued', 'running') RETURNING *",
+            "UPDATE jobs SET status = 'cancelled', finished_at = $1, lease_owner = NULL,
+                 lease_expires_ms = NULL
+             WHERE id = $2 AND tenant = $3 AND status IN ('queued', 'running') RETURNING *",
         )
         .bind(now())
         .bind(job_id)
@@ -371,7 +395,8 @@ impl Queue {
         })
     }
 
-    /// Whether a cancel request arrived for this job (workers poll this between steps).
+    /// Whether a cancel request arrived in this process for this job (workers poll this
+    /// between steps; a cancel made elsewhere reaches them through their heartbeat).
     pub fn is_cancelled(&self, job_id: &str) -> bool {
         self.cancelled.lock().contains(job_id)
     }
@@ -379,36 +404,5 @@ impl Queue {
     /// The worker is done with the job: forget its cancellation flag.
     pub fn release(&self, job_id: &str) {
         self.cancelled.lock().remove(job_id);
-    }
-
-    /// At start-up: jobs left `running` by a dead process are queued again, or failed once
-    /// they have died [`MAX_ATTEMPTS`] times. Returns how many were re-queued and failed.
-    pub async fn recover(&self) -> StoreResult<(u64, u64)> {
-        let stuck: Vec<(String, i64)> =
-            sqlx::query_as("SELECT id, attempts FROM jobs WHERE status = 'running'")
-                .fetch_all(&self.db.pool)
-                .await?;
-        let (mut requeued, mut failed) = (0, 0);
-        for (id, attempts) in stuck {
-            if attempts as u32 >= MAX_ATTEMPTS {
-                self.fail(
-                    &id,
-                    Code::Interrupted,
-                    &format!(
-                        "the service stopped {attempts} times while this job ran; giving up. Check the server's memory and logs, then submit the job again"
-                    ),
-                )
-                .await?;
-                failed += 1;
-            } else {
-                self.requeue(
-                    &id,
-                    "the service restarted while this job was running; it was queued again",
-                )
-                .await?;
-                requeued += 1;
-            }
-        }
-        Ok((requeued, failed))
     }
 }

@@ -1,7 +1,8 @@
 //! Worker threads: plain OS threads (training is long, CPU-bound work that must not sit on
 //! tokio's blocking pool), each taking one queued job at a time, woken by the queue's
-//! signal. A job's outcome is written through the queue; the model's files are complete
-//! on disk before the row that points at them.
+//! signal. Each job is held under a lease that a heartbeat renews ([`super::lease`]). A
+//! job's outcome is written through the queue, only while the lease is held; the model's
+//! files are complete on disk before the row that points at them.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -13,7 +14,8 @@ use tokio::runtime::Handle;
 use uuid::Uuid;
 
 use super::failure::JobFailure;
-use super::queue::NewEvent;
+use super::lease::{Beat, Heartbeat};
+use super::queue::{Lease, NewEvent};
 use super::{JobSpec, Queue};
 use crate::datasets::RawExample;
 use crate::datasets::stored::read_examples;
@@ -39,13 +41,18 @@ pub struct WorkerContext {
     pub engine: Arc<Engine>,
     pub artifacts: Artifacts,
     pub runtime: Handle,
+    /// This process's name for its workers, recorded on the jobs they start.
+    pub name: String,
 }
 
 impl Workers {
     pub fn start(count: usize, ctx: WorkerContext) -> Workers {
         let threads = (0..count)
             .map(|i| {
-                let ctx = ctx.clone();
+                let mut ctx = ctx.clone();
+                if count > 1 {
+                    ctx.name = format!("{}#{i}", ctx.name);
+                }
                 std::thread::Builder::new()
                     .name(format!("warmstart-worker-{i}"))
                     .spawn(move || worker_loop(ctx))
@@ -70,17 +77,20 @@ impl Workers {
 
 fn worker_loop(ctx: WorkerContext) {
     let mut seen = 0u64;
+    // Jobs queued by other processes wake nobody here: look at the table this often.
+    let poll = ctx.queue.lease_times.heartbeat.min(Duration::from_secs(5));
     while !ctx.queue.signal.is_shutdown() {
-        match ctx.runtime.block_on(ctx.queue.claim_next()) {
-            Ok(Some(job)) => {
-                let id = job.id.clone();
-                run_job(&ctx, job);
-                ctx.queue.release(&id);
+        match ctx.runtime.block_on(ctx.queue.claim_next(&ctx.name)) {
+            Ok(Some((job, lease))) => {
+                let heartbeat = Heartbeat::start(&ctx.runtime, ctx.queue.clone(), lease.clone());
+                run_job(&ctx, job, &lease, &heartbeat);
+                drop(heartbeat);
+                ctx.queue.release(&lease.job_id);
             }
-            Ok(None) => ctx.queue.signal.wait(&mut seen, Duration::from_secs(5)),
+            Ok(None) => ctx.queue.signal.wait(&mut seen, poll),
             Err(e) => {
                 tracing::error!(error = %e, "worker could not claim a job");
-                ctx.queue.signal.wait(&mut seen, Duration::from_secs(5));
+                ctx.queue.signal.wait(&mut seen, poll);
             }
         }
     }
@@ -90,6 +100,8 @@ fn worker_loop(ctx: WorkerContext) {
 /// writes to a few per second.
 struct JobObserver<'a> {
     ctx: &'a WorkerContext,
+    lease: &'a Lease,
+    heartbeat: &'a Heartbeat,
     job_id: String,
     stage: Stage,
     last_progress: Instant,
@@ -109,7 +121,7 @@ impl JobObserver<'_> {
 
 impl Observer for JobObserver<'_> {
     fn recipe(&mut self, recipe: &Recipe) {
-        self.run("recipe", self.ctx.queue.set_config(&self.job_id, recipe));
+        self.run("recipe", self.ctx.queue.set_config(self.lease, recipe));
     }
 
     fn stage(&mut self, stage: Stage, message: &str) {
@@ -117,7 +129,7 @@ impl Observer for JobObserver<'_> {
         tracing::info!(job = %self.job_id, stage = stage.as_str(), "{message}");
         self.run(
             "stage",
-            self.ctx.queue.set_stage(&self.job_id, stage, message),
+            self.ctx.queue.set_stage(self.lease, stage, message),
         );
     }
 
@@ -130,7 +142,7 @@ impl Observer for JobObserver<'_> {
             "progress",
             self.ctx
                 .queue
-                .set_progress(&self.job_id, epoch, epochs, fraction, None),
+                .set_progress(self.lease, epoch, epochs, fraction, None),
         );
     }
 
@@ -140,7 +152,7 @@ impl Observer for JobObserver<'_> {
         let fraction = epoch as f64 / epochs.max(1) as f64;
         self.run(
             "epoch",
-            q.set_progress(&self.job_id, epoch, epochs, fraction, Some(&metrics)),
+            q.set_progress(self.lease, epoch, epochs, fraction, Some(&metrics)),
         );
         self.run(
             "epoch event",
@@ -170,7 +182,9 @@ impl Observer for JobObserver<'_> {
     }
 
     fn cancelled(&self) -> bool {
-        self.ctx.queue.is_cancelled(&self.job_id) || self.ctx.queue.signal.is_shutdown()
+        self.ctx.queue.is_cancelled(&self.job_id)
+            || self.ctx.queue.signal.is_shutdown()
+            || self.heartbeat.stopped().is_some()
     }
 }
 
@@ -225,14 +239,14 @@ fn load_request(ctx: &WorkerContext, job: &JobRecord) -> Result<TrainRequest, Jo
     })
 }
 
-fn run_job(ctx: &WorkerContext, job: JobRecord) {
+fn run_job(ctx: &WorkerContext, job: JobRecord, lease: &Lease, heartbeat: &Heartbeat) {
     let started = Instant::now();
     tracing::info!(job = %job.id, dataset = %job.dataset_id, "job started");
     let q = &ctx.queue;
     let fail = |failure: JobFailure| {
         let (code, message) = (failure.code(), failure.to_string());
         tracing::warn!(job = %job.id, code = code.name(), "job failed: {message}");
-        if let Err(e) = ctx.runtime.block_on(q.fail(&job.id, code, &message)) {
+        if let Err(e) = ctx.runtime.block_on(q.fail(lease, code, &message)) {
             tracing::error!(job = %job.id, error = %e, "could not record the failure");
         }
     };
@@ -242,6 +256,8 @@ fn run_job(ctx: &WorkerContext, job: JobRecord) {
     };
     let mut obs = JobObserver {
         ctx,
+        lease,
+        heartbeat,
         job_id: job.id.clone(),
         stage: Stage::Preparing,
         last_progress: Instant::now(),
@@ -250,9 +266,14 @@ fn run_job(ctx: &WorkerContext, job: JobRecord) {
     let outcome = match result {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(TrainError::Cancelled)) => {
-            if q.signal.is_shutdown() && !q.is_cancelled(&job.id) {
+            if heartbeat.stopped() == Some(Beat::Lost) {
+                tracing::warn!(job = %job.id, "job stopped: its lease ran out and it went back to the queue");
+                return;
+            }
+            let cancelled = q.is_cancelled(&job.id) || heartbeat.stopped() == Some(Beat::Cancelled);
+            if q.signal.is_shutdown() && !cancelled {
                 let msg = "the service is shutting down; the job was put back in the queue";
-                if let Err(e) = ctx.runtime.block_on(q.requeue(&job.id, msg)) {
+                if let Err(e) = ctx.runtime.block_on(q.requeue(lease, msg)) {
                     tracing::error!(job = %job.id, error = %e, "could not requeue");
                 }
             }
@@ -317,7 +338,7 @@ fn run_job(ctx: &WorkerContext, job: JobRecord) {
         metrics: serde_json::to_value(&outcome.report).expect("the report serialises"),
         created_at: now(),
     };
-    match ctx.runtime.block_on(q.succeed(&job.id, &record)) {
+    match ctx.runtime.block_on(q.succeed(lease, &record)) {
         Ok(true) => tracing::info!(
             job = %job.id,
             model = %model_id,
@@ -325,7 +346,7 @@ fn run_job(ctx: &WorkerContext, job: JobRecord) {
             "job succeeded"
         ),
         Ok(false) => {
-            tracing::info!(job = %job.id, "job was cancelled while saving; model discarded");
+            tracing::info!(job = %job.id, "job was cancelled (or its lease lost) while saving; model discarded");
             let _ = ctx.artifacts.remove_dir(&dest);
         }
         Err(e) => {

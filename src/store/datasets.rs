@@ -25,7 +25,7 @@ pub struct DatasetRecord {
     pub tenant: String,
 }
 
-fn from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<DatasetRecord> {
+fn from_row(row: &sqlx::any::AnyRow) -> StoreResult<DatasetRecord> {
     let modality: String = row.try_get("modality")?;
     Ok(DatasetRecord {
         id: row.try_get("id")?,
@@ -45,7 +45,7 @@ impl Db {
     pub async fn insert_dataset(&self, d: &DatasetRecord) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO datasets (id, tenant, name, modality, num_examples, labels, label_counts,
-             warnings, source_format, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             warnings, source_format, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&d.id)
         .bind(&d.tenant)
@@ -63,7 +63,7 @@ impl Db {
     }
 
     pub async fn get_dataset(&self, tenant: &str, id: &str) -> StoreResult<Option<DatasetRecord>> {
-        let row = sqlx::query("SELECT * FROM datasets WHERE id = ? AND tenant = ?")
+        let row = sqlx::query("SELECT * FROM datasets WHERE id = $1 AND tenant = $2")
             .bind(id)
             .bind(tenant)
             .fetch_optional(&self.pool)
@@ -90,8 +90,8 @@ impl Db {
     /// (so it cannot interleave with a job being created on it); returns whether it went.
     pub async fn delete_dataset(&self, tenant: &str, id: &str) -> StoreResult<bool> {
         let done = sqlx::query(
-            "DELETE FROM datasets WHERE id = ? AND tenant = ? AND NOT EXISTS
-               (SELECT 1 FROM jobs WHERE dataset_id = ? AND status IN ('queued', 'running'))",
+            "DELETE FROM datasets WHERE id = $1 AND tenant = $2 AND NOT EXISTS
+               (SELECT 1 FROM jobs WHERE dataset_id = $3 AND status IN ('queued', 'running'))",
         )
         .bind(id)
         .bind(tenant)

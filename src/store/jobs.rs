@@ -202,7 +202,7 @@ pub struct JobEvent {
     pub message: Option<String>,
 }
 
-pub(crate) fn job_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<JobRecord> {
+pub(crate) fn job_from_row(row: &sqlx::any::AnyRow) -> StoreResult<JobRecord> {
     let status: String = row.try_get("status")?;
     let stage: Option<String> = row.try_get("stage")?;
     let code: Option<String> = row.try_get("error_code")?;
@@ -244,7 +244,7 @@ pub(crate) fn job_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<JobReco
     })
 }
 
-pub(crate) fn event_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<JobEvent> {
+pub(crate) fn event_from_row(row: &sqlx::any::AnyRow) -> StoreResult<JobEvent> {
     let kind: String = row.try_get("kind")?;
     let stage: Option<String> = row.try_get("stage")?;
     let metrics: Option<String> = row.try_get("metrics")?;
@@ -266,7 +266,7 @@ pub(crate) fn event_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<JobEv
 
 impl Db {
     pub async fn get_job(&self, tenant: &str, id: &str) -> StoreResult<Option<JobRecord>> {
-        let row = sqlx::query("SELECT * FROM jobs WHERE id = ? AND tenant = ?")
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = $1 AND tenant = $2")
             .bind(id)
             .bind(tenant)
             .fetch_optional(&self.pool)
@@ -276,7 +276,7 @@ impl Db {
 
     /// A job whatever its tenant (for the workers).
     pub async fn get_job_any_tenant(&self, id: &str) -> StoreResult<Option<JobRecord>> {
-        let row = sqlx::query("SELECT * FROM jobs WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
@@ -302,11 +302,12 @@ impl Db {
 
     /// Events of a job with a sequence number above `after`, oldest first.
     pub async fn job_events(&self, job_id: &str, after: i64) -> StoreResult<Vec<JobEvent>> {
-        let rows = sqlx::query("SELECT * FROM job_events WHERE job_id = ? AND id > ? ORDER BY id")
-            .bind(job_id)
-            .bind(after)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT * FROM job_events WHERE job_id = $1 AND id > $2 ORDER BY id")
+                .bind(job_id)
+                .bind(after)
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter().map(event_from_row).collect()
     }
 
@@ -319,8 +320,8 @@ impl Db {
         limit: u32,
     ) -> StoreResult<Page<JobEvent>> {
         let rows = sqlx::query(
-            "SELECT * FROM job_events WHERE job_id = ?1 AND (?2 IS NULL OR id < ?2)
-             ORDER BY id DESC LIMIT ?3",
+            "SELECT * FROM job_events WHERE job_id = $1 AND ($2 IS NULL OR id < $2)
+             ORDER BY id DESC LIMIT $3",
         )
         .bind(job_id)
         .bind(before)
@@ -333,7 +334,7 @@ impl Db {
     /// How many jobs that are not finished use this dataset.
     pub async fn active_jobs_on_dataset(&self, dataset_id: &str) -> StoreResult<i64> {
         Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM jobs WHERE dataset_id = ? AND status IN ('queued', 'running')",
+            "SELECT COUNT(*) FROM jobs WHERE dataset_id = $1 AND status IN ('queued', 'running')",
         )
         .bind(dataset_id)
         .fetch_one(&self.pool)

@@ -46,7 +46,7 @@ fn key_id(key: &str) -> Option<&str> {
     (hex(id, 16) && hex(secret, 64)).then_some(id)
 }
 
-fn from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<ApiKey> {
+fn from_row(row: &sqlx::any::AnyRow) -> StoreResult<ApiKey> {
     Ok(ApiKey {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
@@ -78,7 +78,7 @@ impl Db {
         };
         let key = format!("{PREFIX}{}_{}", record.id, hex::encode(secret));
         sqlx::query(
-            "INSERT INTO api_keys (id, name, tenant, hash, created_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO api_keys (id, name, tenant, hash, created_at) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(&record.id)
         .bind(&record.name)
@@ -103,7 +103,7 @@ impl Db {
     pub async fn revoke_key(&self, id_or_key: &str) -> StoreResult<bool> {
         let id = key_id(id_or_key).unwrap_or(id_or_key);
         let done =
-            sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
                 .bind(now())
                 .bind(id)
                 .execute(&self.pool)
@@ -114,9 +114,12 @@ impl Db {
     /// Whether any key was ever created (revoked ones count: revoking the last key must not
     /// open the service to anonymous callers).
     pub async fn any_keys(&self) -> StoreResult<bool> {
-        Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM api_keys)")
-            .fetch_one(&self.pool)
-            .await?)
+        // A count, not EXISTS: SQLite answers EXISTS with an integer, PostgreSQL a boolean.
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM (SELECT 1 FROM api_keys LIMIT 1) AS k")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(n > 0)
     }
 
     /// The grant of a presented key, or `None` if it is malformed, unknown, revoked or wrong.
@@ -125,7 +128,7 @@ impl Db {
             return Ok(None);
         };
         let row =
-            sqlx::query("SELECT tenant, hash FROM api_keys WHERE id = ? AND revoked_at IS NULL")
+            sqlx::query("SELECT tenant, hash FROM api_keys WHERE id = $1 AND revoked_at IS NULL")
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await?;

@@ -1,4 +1,5 @@
-//! Persistence: SQLite rows (through sqlx) and the artefact folder they point at.
+//! Persistence: database rows (SQLite or PostgreSQL, through sqlx) and the artefact folder
+//! they point at.
 //!
 //! Every row that names a file is written after the file is complete on disk, so a crash
 //! never leaves a row pointing at half an artefact; artefacts without a row are swept at
@@ -13,7 +14,7 @@ pub mod models;
 pub mod page;
 
 pub use artifacts::Artifacts;
-pub use db::Db;
+pub use db::{Backend, Db};
 pub use page::{Page, PageRequest};
 
 use crate::error_code::{Code, ErrorCode};
@@ -25,6 +26,16 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(
+        "unsupported database URL {0:?}: use sqlite://PATH (the default) or postgres://USER:PASSWORD@HOST:PORT/DATABASE"
+    )]
+    BadUrl(String),
+    #[error("cannot connect to the database {url}: {source}")]
+    Unreachable { url: String, source: sqlx::Error },
+    #[error(
+        "the database's schema is at version {found}, newer than this binary knows (up to {known}): run a warmstart as new as the one that migrated it"
+    )]
+    SchemaTooNew { found: i64, known: i64 },
     #[error("I/O error on {path}: {source}")]
     Io {
         path: std::path::PathBuf,
@@ -37,10 +48,31 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Whether the database could not be reached (down, restarting, network gone) rather
+    /// than the query failing: the request may succeed once it is back.
+    pub fn is_unavailable(&self) -> bool {
+        use sqlx::Error as E;
+        match self {
+            StoreError::Db(e) => matches!(
+                e,
+                E::Io(_) | E::Tls(_) | E::PoolTimedOut | E::PoolClosed | E::Protocol(_)
+            ),
+            StoreError::Unreachable { .. } => true,
+            _ => false,
+        }
+    }
+}
+
 impl ErrorCode for StoreError {
-    /// Always the server's failure: the details are logged, never shown.
+    /// The server's failure (details logged, never shown), or 503 while the database is
+    /// unreachable.
     fn code(&self) -> Code {
-        Code::Internal
+        if self.is_unavailable() {
+            Code::DatabaseUnavailable
+        } else {
+            Code::Internal
+        }
     }
 }
 

@@ -26,7 +26,7 @@ pub struct ModelRecord {
     pub tenant: String,
 }
 
-fn from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<ModelRecord> {
+fn from_row(row: &sqlx::any::AnyRow) -> StoreResult<ModelRecord> {
     let modality: String = row.try_get("modality")?;
     Ok(ModelRecord {
         id: row.try_get("id")?,
@@ -45,7 +45,7 @@ impl Db {
     pub async fn insert_model(&self, m: &ModelRecord) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO models (id, tenant, job_id, dataset_id, backbone, modality, labels,
-             metrics, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             metrics, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&m.id)
         .bind(&m.tenant)
@@ -62,7 +62,7 @@ impl Db {
     }
 
     pub async fn get_model(&self, tenant: &str, id: &str) -> StoreResult<Option<ModelRecord>> {
-        let row = sqlx::query("SELECT * FROM models WHERE id = ? AND tenant = ?")
+        let row = sqlx::query("SELECT * FROM models WHERE id = $1 AND tenant = $2")
             .bind(id)
             .bind(tenant)
             .fetch_optional(&self.pool)
@@ -92,7 +92,7 @@ impl Db {
         dataset_id: &str,
     ) -> StoreResult<Option<ModelRecord>> {
         let row = sqlx::query(
-            "SELECT * FROM models WHERE tenant = ? AND dataset_id = ?
+            "SELECT * FROM models WHERE tenant = $1 AND dataset_id = $2
              ORDER BY created_at DESC, id DESC LIMIT 1",
         )
         .bind(tenant)
@@ -103,7 +103,7 @@ impl Db {
     }
 
     pub async fn delete_model(&self, tenant: &str, id: &str) -> StoreResult<bool> {
-        let done = sqlx::query("DELETE FROM models WHERE id = ? AND tenant = ?")
+        let done = sqlx::query("DELETE FROM models WHERE id = $1 AND tenant = $2")
             .bind(id)
             .bind(tenant)
             .execute(&self.pool)

@@ -2,7 +2,7 @@
 //! sort after the cursor on `(created_at, id)` descending (job events: on their sequence
 //! number), read with one row more to know whether another page follows.
 
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use super::{Db, StoreResult};
 
@@ -63,12 +63,12 @@ impl Db {
         &self,
         listing: &Listing<'_>,
         page: &PageRequest,
-    ) -> StoreResult<Option<Page<SqliteRow>>> {
+    ) -> StoreResult<Option<Page<AnyRow>>> {
         let table = listing.table;
         let cursor: Option<String> = match &page.after {
             None => None,
             Some(id) => {
-                let sql = format!("SELECT created_at FROM {table} WHERE id = ? AND tenant = ?");
+                let sql = format!("SELECT created_at FROM {table} WHERE id = $1 AND tenant = $2");
                 let found = sqlx::query_scalar(&sql)
                     .bind(id)
                     .bind(listing.tenant)
@@ -80,14 +80,14 @@ impl Db {
                 }
             }
         };
-        // Numbered parameters: ?2 is bound (and unused) when there is no filter.
+        // Numbered parameters: $2 is bound (and unused) when there is no filter.
         let filter = listing
             .filter
-            .map_or(String::new(), |(column, _)| format!("AND {column} = ?2"));
+            .map_or(String::new(), |(column, _)| format!("AND {column} = $2"));
         let sql = format!(
-            "SELECT * FROM {table} WHERE tenant = ?1 {filter}
-             AND (?3 IS NULL OR created_at < ?3 OR (created_at = ?3 AND id < ?4))
-             ORDER BY created_at DESC, id DESC LIMIT ?5"
+            "SELECT * FROM {table} WHERE tenant = $1 {filter}
+             AND ($3 IS NULL OR created_at < $3 OR (created_at = $3 AND id < $4))
+             ORDER BY created_at DESC, id DESC LIMIT $5"
         );
         let rows = sqlx::query(&sql)
             .bind(listing.tenant)

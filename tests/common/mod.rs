@@ -4,6 +4,7 @@
 
 pub mod fuzz;
 pub mod http;
+pub mod postgres;
 pub mod server;
 
 use std::path::{Path, PathBuf};

@@ -77,6 +77,12 @@ pub struct Config {
     #[arg(long, env = "WARMSTART_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
+    /// A shared store that uploads and trained models are mirrored to, so that every host
+    /// can use them: `s3://bucket/prefix` (credentials, region and endpoint from the usual
+    /// `AWS_*` variables) or `file:///shared/folder`. Unset: the data folder only.
+    #[arg(long, env = "WARMSTART_ARTIFACT_STORE")]
+    pub artifact_store: Option<String>,
+
     /// Folder holding the pre-trained backbones (see scripts/fetch-backbones.sh).
     #[arg(long, env = "WARMSTART_MODELS_DIR", default_value = "./models")]
     pub models_dir: PathBuf,

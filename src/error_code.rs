@@ -78,6 +78,8 @@ codes! {
     RequestTimeout = "request_timeout", 408;
     /// A failure that is not the client's: details are logged, never shown.
     Internal = "internal_error", 500;
+    /// The shared artefact store (`--artifact-store`) does not answer; retry later.
+    StorageUnavailable = "storage_unavailable", 503;
 
     // Datasets.
     DatasetNotFound = "dataset_not_found", 404;

@@ -24,7 +24,7 @@ use super::schema::{ApiErrors, FileUpload};
 use super::upload::read_form;
 use crate::error_code::Code;
 use crate::store::models::ModelRecord;
-use crate::store::now;
+use crate::store::{Kind, now};
 use crate::train::artifact::{
     ARCHIVE_FILES, BACKBONE_FILE, CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE,
 };
@@ -77,7 +77,7 @@ pub async fn delete(
     // Row first (new requests get 404), then the cache, then the folder, whole; evicted
     // again in case a request in flight loaded the model meanwhile.
     st.models.evict(&id);
-    st.artifacts.discard_dir(&st.artifacts.model_dir(&id))?;
+    st.artifacts.discard(Kind::Model, &id).await?;
     st.models.evict(&id);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -103,7 +103,7 @@ pub async fn download(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let record = find(&st, &tenant, &id).await?;
-    let dir = st.artifacts.model_dir(&id);
+    let dir = st.artifacts.local(Kind::Model, &id).await?;
     let tmp = st.artifacts.tmp_path(".zip");
     let tmp2 = tmp.clone();
     let metrics = serde_json::to_vec_pretty(&record.metrics).map_err(ApiError::internal)?;
@@ -275,6 +275,11 @@ pub async fn import(
     })
     .await
     .map_err(ApiError::internal)??;
+    // Every host must find the files before any host finds the row.
+    if let Err(e) = st.artifacts.publish(Kind::Model, &id).await {
+        let _ = st.artifacts.discard(Kind::Model, &id).await;
+        return Err(e.into());
+    }
     let record = ModelRecord {
         id: id.clone(),
         tenant,
@@ -287,7 +292,7 @@ pub async fn import(
         created_at: now(),
     };
     if let Err(e) = st.db.insert_model(&record).await {
-        let _ = st.artifacts.remove_dir(&st.artifacts.model_dir(&id));
+        let _ = st.artifacts.discard(Kind::Model, &id).await;
         return Err(e.into());
     }
     Ok((StatusCode::CREATED, Json(record)))

@@ -11,10 +11,12 @@ pub mod jobs;
 pub mod keys;
 pub mod models;
 pub mod page;
+pub mod remote;
 
 pub use artifacts::Artifacts;
 pub use db::Db;
 pub use page::{Page, PageRequest};
+pub use remote::{Kind, Remote};
 
 use crate::error_code::{Code, ErrorCode};
 
@@ -30,6 +32,11 @@ pub enum StoreError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("artefact store {url}: {source}")]
+    Remote {
+        url: String,
+        source: object_store::Error,
+    },
     #[error("corrupt JSON in column {column}: {source}")]
     Json {
         column: &'static str,
@@ -38,9 +45,13 @@ pub enum StoreError {
 }
 
 impl ErrorCode for StoreError {
-    /// Always the server's failure: the details are logged, never shown.
+    /// The server's failure: the details are logged, never shown. An artefact store that
+    /// does not answer is a 503 (retry later), not a 500.
     fn code(&self) -> Code {
-        Code::Internal
+        match self {
+            StoreError::Remote { .. } => Code::StorageUnavailable,
+            _ => Code::Internal,
+        }
     }
 }
 

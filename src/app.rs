@@ -24,7 +24,7 @@ use crate::jobs::worker::WorkerContext;
 use crate::jobs::{Queue, Workers};
 use crate::serve::ModelCache;
 use crate::serve::batcher::{BatchSettings, Batcher};
-use crate::store::{Artifacts, Db};
+use crate::store::{Artifacts, Db, Remote};
 use crate::train::Engine;
 
 /// A built service: its state, router and running workers.
@@ -44,7 +44,13 @@ impl App {
                 config.data_dir.display()
             )
         })?;
-        let artifacts = Artifacts::open(&config.data_dir)?;
+        let mut artifacts = Artifacts::open(&config.data_dir)?;
+        if let Some(url) = &config.artifact_store {
+            let remote = Remote::parse(url).map_err(anyhow::Error::msg)?;
+            artifacts = artifacts.with_remote(remote).await.with_context(|| {
+                format!("cannot write to the artefact store {url}; check the URL, the AWS_* credentials and that the bucket exists")
+            })?;
+        }
         let db = open_db(&config).await?;
         if config.shares_database() {
             // Another process may be writing an artefact whose row is not there yet.

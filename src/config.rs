@@ -130,6 +130,11 @@ pub struct Config {
     /// made on another host); also how often expired leases are looked for.
     #[arg(long, env = "WARMSTART_HEARTBEAT_SECS", default_value_t = 10)]
     pub heartbeat_secs: u64,
+    /// A shared store that uploads and trained models are mirrored to, so that every host
+    /// can use them: `s3://bucket/prefix` (credentials, region and endpoint from the usual
+    /// `AWS_*` variables) or `file:///shared/folder`. Unset: the data folder only.
+    #[arg(long, env = "WARMSTART_ARTIFACT_STORE")]
+    pub artifact_store: Option<String>,
 
     /// Folder holding the pre-trained backbones (see scripts/fetch-backbones.sh).
     #[arg(long, env = "WARMSTART_MODELS_DIR", default_value = "./models")]

@@ -80,6 +80,8 @@ codes! {
     Internal = "internal_error", 500;
     /// The database cannot be reached right now (the request may be retried).
     DatabaseUnavailable = "database_unavailable", 503;
+    /// The shared artefact store (`--artifact-store`) does not answer; retry later.
+    StorageUnavailable = "storage_unavailable", 503;
 
     // Datasets.
     DatasetNotFound = "dataset_not_found", 404;

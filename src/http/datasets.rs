@@ -18,7 +18,7 @@ use super::upload::{TempUpload, read_form};
 use crate::datasets::{self, DatasetError, ParsedDataset, stored};
 use crate::error_code::Code;
 use crate::store::datasets::DatasetRecord;
-use crate::store::now;
+use crate::store::{Kind, now};
 
 pub(super) fn multipart_required(r: MultipartRejection) -> ApiError {
     ApiError::new(
@@ -121,6 +121,11 @@ pub async fn create(
     })
     .await
     .map_err(ApiError::internal)??;
+    // Every host must find the files before any host finds the row.
+    if let Err(e) = st.artifacts.publish(Kind::Dataset, &id).await {
+        let _ = st.artifacts.discard(Kind::Dataset, &id).await;
+        return Err(e.into());
+    }
 
     let record = DatasetRecord {
         id: id.clone(),
@@ -135,7 +140,7 @@ pub async fn create(
         created_at: now(),
     };
     if let Err(e) = st.db.insert_dataset(&record).await {
-        let _ = st.artifacts.remove_dir(&st.artifacts.dataset_dir(&id));
+        let _ = st.artifacts.discard(Kind::Dataset, &id).await;
         return Err(e.into());
     }
     st.metrics.uploads.increment(1);
@@ -197,7 +202,7 @@ pub async fn delete(
         }
         return Err(dataset_in_use());
     }
-    st.artifacts.discard_dir(&st.artifacts.dataset_dir(&id))?;
+    st.artifacts.discard(Kind::Dataset, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -297,8 +302,8 @@ pub async fn suspects(
         .await?
         .ok_or_else(|| ApiError::not_found(Code::DatasetNotFound, &id))?;
     let model = suspects_model(&st, &tenant, &dataset, query.get("model_id")).await?;
-    let model_dir = st.artifacts.model_dir(&model.id);
-    let dataset_dir = st.artifacts.dataset_dir(&dataset.id);
+    let model_dir = st.artifacts.local(Kind::Model, &model.id).await?;
+    let dataset_dir = st.artifacts.local(Kind::Dataset, &dataset.id).await?;
     let data = tokio::task::spawn_blocking(move || -> ApiResult<Vec<SuspectRow>> {
         let bytes = std::fs::read(model_dir.join(crate::train::artifact::SUSPECTS_FILE))
             .map_err(ApiError::internal)?;

@@ -37,6 +37,10 @@ fn hidden(code: Code) -> Option<(&'static str, &'static str)> {
             "model files are damaged",
             "this model's files on the server are damaged and it cannot predict; retrain it or upload its archive again (details are in the server log)",
         )),
+        Code::StorageUnavailable => Some((
+            "artefact store unavailable",
+            "the artefact store does not answer; retry shortly (details are in the server log)",
+        )),
         _ => None,
     }
 }

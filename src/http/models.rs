@@ -28,7 +28,7 @@ use crate::export::card::{self, CardFacts};
 use crate::serve::ServeError;
 use crate::store::datasets::DatasetRecord;
 use crate::store::models::ModelRecord;
-use crate::store::now;
+use crate::store::{Kind, now};
 use crate::train::{Recipe, Report};
 
 pub(super) async fn find(st: &AppState, tenant: &str, id: &str) -> ApiResult<ModelRecord> {
@@ -79,7 +79,7 @@ pub async fn delete(
     // Row first (new requests get 404), then the cache, then the folder, whole; evicted
     // again in case a request in flight loaded the model meanwhile.
     st.models.evict(&id);
-    st.artifacts.discard_dir(&st.artifacts.model_dir(&id))?;
+    st.artifacts.discard(Kind::Model, &id).await?;
     st.models.evict(&id);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -110,7 +110,7 @@ pub async fn download(
 ) -> ApiResult<Response> {
     let record = find(&st, &tenant, &id).await?;
     let sources = CardSources::gather(&st, &tenant, &record).await?;
-    let dir = st.artifacts.model_dir(&id);
+    let dir = st.artifacts.local(Kind::Model, &id).await?;
     let tmp = st.artifacts.tmp_path(".zip");
     let (tmp2, models, catalog) = (tmp.clone(), st.models.clone(), st.catalog.clone());
     let file = tokio::task::spawn_blocking(move || -> ApiResult<std::fs::File> {
@@ -252,6 +252,11 @@ pub async fn import(
     })
     .await
     .map_err(ApiError::internal)??;
+    // Every host must find the files before any host finds the row.
+    if let Err(e) = st.artifacts.publish(Kind::Model, &id).await {
+        let _ = st.artifacts.discard(Kind::Model, &id).await;
+        return Err(e.into());
+    }
     let record = ModelRecord {
         id: id.clone(),
         tenant,
@@ -264,7 +269,7 @@ pub async fn import(
         created_at: now(),
     };
     if let Err(e) = st.db.insert_model(&record).await {
-        let _ = st.artifacts.remove_dir(&st.artifacts.model_dir(&id));
+        let _ = st.artifacts.discard(Kind::Model, &id).await;
         return Err(e.into());
     }
     Ok((StatusCode::CREATED, Json(record)))

@@ -26,6 +26,8 @@ pub struct Readiness {
     pub ready: bool,
     /// Whether the database answers.
     pub database: bool,
+    /// Whether the shared artefact store answers (true when none is configured).
+    pub artifact_store: bool,
     pub backbones: Vec<BackboneReadiness>,
     /// What to do when not ready (null when ready).
     pub hint: Option<&'static str>,
@@ -52,12 +54,13 @@ pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// Readiness: 200 when the database answers and the default backbones are installed,
-/// otherwise 503 with a hint.
+/// Readiness: 200 when the database and the artefact store answer and the default
+/// backbones are installed, otherwise 503 with a hint.
 #[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
     responses((status = 200, body = Readiness), (status = 503, description = "Not ready", body = Readiness)))]
 pub async fn readyz(State(st): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let db_ok = st.db.ping().await.is_ok();
+    let store_ok = st.artifacts.ping().await.is_ok();
     let backbones: Vec<BackboneReadiness> = st
         .catalog
         .list()
@@ -68,18 +71,27 @@ pub async fn readyz(State(st): State<AppState>) -> (StatusCode, Json<Readiness>)
         })
         .collect();
     let defaults_ok = st.catalog.all_available();
-    let ready = db_ok && defaults_ok;
+    let ready = db_ok && store_ok && defaults_ok;
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let hint = (!defaults_ok).then_some("run scripts/fetch-backbones.sh to install the backbones");
+    let hint = if !db_ok {
+        Some("the database does not answer; check that it is running and reachable")
+    } else if !store_ok {
+        Some(
+            "the artefact store does not answer; check that it is running and the AWS_* credentials",
+        )
+    } else {
+        (!defaults_ok).then_some("run scripts/fetch-backbones.sh to install the backbones")
+    };
     (
         status,
         Json(Readiness {
             ready,
             database: db_ok,
+            artifact_store: store_ok,
             backbones,
             hint,
         }),

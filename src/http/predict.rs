@@ -18,6 +18,7 @@ use super::schema::{ApiErrors, ImagePredictUpload, PredictionDoc};
 use crate::backbones::catalog::Modality;
 use crate::error_code::Code;
 use crate::serve::{Inputs, Prediction, ServeError};
+use crate::store::Kind;
 
 /// Most inputs in one predict request.
 pub const MAX_PREDICT_INPUTS: usize = 256;
@@ -227,7 +228,7 @@ pub async fn predict(
         .retry_after(1));
     };
     let batch = inputs.len();
-    let dir = st.artifacts.model_dir(&id);
+    let dir = st.artifacts.local(Kind::Model, &id).await?;
     let predicted = st.batcher.predict(&id, dir, inputs, top_k).await;
     let predictions: Vec<Prediction> = match predicted {
         Ok(p) => p,

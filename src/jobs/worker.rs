@@ -22,7 +22,7 @@ use crate::datasets::stored::read_examples;
 use crate::error_code::ErrorCode;
 use crate::store::jobs::{EventKind, JobRecord, Stage};
 use crate::store::models::ModelRecord;
-use crate::store::{Artifacts, now};
+use crate::store::{Artifacts, Kind, now};
 use crate::train::{
     BackboneChoice, Engine, EpochMetrics, Example, ExampleInput, Observer, Recipe, TrainError,
     TrainRequest,
@@ -197,7 +197,10 @@ fn load_request(ctx: &WorkerContext, job: &JobRecord) -> Result<TrainRequest, Jo
         .block_on(ctx.queue.db.get_dataset(&job.tenant, &spec.dataset_id))
         .map_err(JobFailure::Store)?
         .ok_or_else(|| JobFailure::DatasetNotFound(spec.dataset_id.clone()))?;
-    let dir = ctx.artifacts.dataset_dir(&dataset.id);
+    let dir = ctx
+        .runtime
+        .block_on(ctx.artifacts.local(Kind::Dataset, &dataset.id))
+        .map_err(JobFailure::Store)?;
     let raw = read_examples(&dir).map_err(|source| JobFailure::DatasetUnreadable {
         id: dataset.id.clone(),
         source,
@@ -308,10 +311,18 @@ fn run_job(ctx: &WorkerContext, job: JobRecord, lease: &Lease, heartbeat: &Heart
                 path: staging.clone(),
                 source,
             })
-            .and_then(|()| ctx.artifacts.commit_dir(&staging, &dest));
+            .and_then(|()| ctx.artifacts.commit_dir(&staging, &dest))
+            // Every host must find the files before any host finds the row.
+            .and_then(|()| {
+                ctx.runtime
+                    .block_on(ctx.artifacts.publish(Kind::Model, &model_id))
+            });
         if written.is_err() {
             // Nothing half-written stays behind (the start-up sweep is the backstop).
             let _ = ctx.artifacts.remove_dir(&staging);
+            let _ = ctx
+                .runtime
+                .block_on(ctx.artifacts.discard(Kind::Model, &model_id));
         }
         written
     });
@@ -347,11 +358,15 @@ fn run_job(ctx: &WorkerContext, job: JobRecord, lease: &Lease, heartbeat: &Heart
         ),
         Ok(false) => {
             tracing::info!(job = %job.id, "job was cancelled (or its lease lost) while saving; model discarded");
-            let _ = ctx.artifacts.remove_dir(&dest);
+            let _ = ctx
+                .runtime
+                .block_on(ctx.artifacts.discard(Kind::Model, &model_id));
         }
         Err(e) => {
             tracing::error!(job = %job.id, error = %e, "recording the model failed");
-            let _ = ctx.artifacts.remove_dir(&dest);
+            let _ = ctx
+                .runtime
+                .block_on(ctx.artifacts.discard(Kind::Model, &model_id));
             fail(JobFailure::RecordFailed);
         }
     }

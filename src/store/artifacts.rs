@@ -1,6 +1,10 @@
 //! The artefact folder: uploaded datasets and trained models, one directory each under the
 //! data folder. New artefacts are built in `tmp/` and renamed into place whole, so a reader
 //! (or a crash) never sees half of one.
+//!
+//! With a shared store configured (`--artifact-store`, see [`super::remote`]) the folder is
+//! this host's working copy: a finished directory is published to the store, and a
+//! directory another host built is fetched from it, whole, the first time it is needed.
 
 use std::collections::HashSet;
 use std::fs;
@@ -8,12 +12,14 @@ use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
+use super::remote::{Kind, Remote};
 use super::{StoreError, StoreResult};
 
-/// Paths inside the data folder.
+/// Paths inside the data folder, and the shared store they are mirrored to, if any.
 #[derive(Clone, Debug)]
 pub struct Artifacts {
     root: PathBuf,
+    remote: Option<Remote>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -28,11 +34,80 @@ impl Artifacts {
     pub fn open(root: &Path) -> StoreResult<Artifacts> {
         let a = Artifacts {
             root: root.to_path_buf(),
+            remote: None,
         };
         for dir in [a.tmp_dir(), a.root.join("datasets"), a.root.join("models")] {
             fs::create_dir_all(&dir).map_err(io(&dir))?;
         }
         Ok(a)
+    }
+
+    /// Mirrors finished artefacts to `remote`, after checking that it can be written.
+    pub async fn with_remote(mut self, remote: Remote) -> StoreResult<Artifacts> {
+        remote.check_writable().await?;
+        self.remote = Some(remote);
+        Ok(self)
+    }
+
+    /// Whether the shared store answers (always true without one).
+    pub async fn ping(&self) -> StoreResult<()> {
+        match &self.remote {
+            Some(remote) => remote.ping().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Publishes a committed local directory to the shared store (nothing without one).
+    pub async fn publish(&self, kind: Kind, id: &str) -> StoreResult<()> {
+        match &self.remote {
+            Some(remote) => remote.publish(kind, id, &self.dir(kind, id)).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The local directory of an artefact, fetched from the shared store first when this
+    /// host does not have it. Without a store (or when the store has no copy) the path is
+    /// returned as is, and reading it fails the way a missing directory does.
+    pub async fn local(&self, kind: Kind, id: &str) -> StoreResult<PathBuf> {
+        let dest = self.dir(kind, id);
+        let Some(remote) = &self.remote else {
+            return Ok(dest);
+        };
+        if tokio::fs::try_exists(&dest).await.unwrap_or(false) {
+            return Ok(dest);
+        }
+        let staging = self.staging_dir()?;
+        let fetched = remote.fetch(kind, id, &staging).await;
+        match fetched {
+            Ok(true) => {
+                if let Err(e) = self.commit_dir(&staging, &dest) {
+                    // Another request fetched it meanwhile: theirs is as good as ours.
+                    let _ = self.remove_dir(&staging);
+                    if !dest.exists() {
+                        return Err(e);
+                    }
+                }
+                tracing::info!(kind = kind.folder(), id, "fetched from the artefact store");
+            }
+            other => {
+                let _ = self.remove_dir(&staging);
+                other?;
+            }
+        }
+        Ok(dest)
+    }
+
+    /// Deletes an artefact from the shared store (readers there stop seeing it first), then
+    /// here, whole. A missing one is not an error.
+    pub async fn discard(&self, kind: Kind, id: &str) -> StoreResult<()> {
+        if let Some(remote) = &self.remote {
+            remote.remove(kind, id).await?;
+        }
+        self.discard_dir(&self.dir(kind, id))
+    }
+
+    fn dir(&self, kind: Kind, id: &str) -> PathBuf {
+        self.root.join(kind.folder()).join(id)
     }
 
     pub fn root(&self) -> &Path {
@@ -49,11 +124,11 @@ impl Artifacts {
     }
 
     pub fn dataset_dir(&self, id: &str) -> PathBuf {
-        self.root.join("datasets").join(id)
+        self.dir(Kind::Dataset, id)
     }
 
     pub fn model_dir(&self, id: &str) -> PathBuf {
-        self.root.join("models").join(id)
+        self.dir(Kind::Model, id)
     }
 
     /// A fresh, unique path in the scratch folder (nothing is created).

@@ -12,10 +12,12 @@ pub mod jobs;
 pub mod keys;
 pub mod models;
 pub mod page;
+pub mod remote;
 
 pub use artifacts::Artifacts;
 pub use db::{Backend, Db};
 pub use page::{Page, PageRequest};
+pub use remote::{Kind, Remote};
 
 use crate::error_code::{Code, ErrorCode};
 
@@ -41,6 +43,11 @@ pub enum StoreError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("artefact store {url}: {source}")]
+    Remote {
+        url: String,
+        source: object_store::Error,
+    },
     #[error("corrupt JSON in column {column}: {source}")]
     Json {
         column: &'static str,
@@ -65,10 +72,12 @@ impl StoreError {
 }
 
 impl ErrorCode for StoreError {
-    /// The server's failure (details logged, never shown), or 503 while the database is
-    /// unreachable.
+    /// The server's failure (details logged, never shown), or 503 while the database or the
+    /// artefact store is unreachable (retry later).
     fn code(&self) -> Code {
-        if self.is_unavailable() {
+        if matches!(self, StoreError::Remote { .. }) {
+            Code::StorageUnavailable
+        } else if self.is_unavailable() {
             Code::DatabaseUnavailable
         } else {
             Code::Internal

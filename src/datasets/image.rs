@@ -360,6 +360,9 @@ pub fn parse_zip(
         modality: Modality::Image,
         format: "zip",
         examples,
+        lines: Vec::new(),
         warnings,
+        task: super::Task::Classification,
+        targets: None,
     })
 }

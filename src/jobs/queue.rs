@@ -277,7 +277,7 @@ impl Queue {
         }
         sqlx::query(
             "INSERT INTO models (id, tenant, job_id, dataset_id, backbone, modality, labels,
-             metrics, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             metrics, created_at, task) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&model.id)
         .bind(&model.tenant)
@@ -288,6 +288,7 @@ impl Queue {
         .bind(to_json(&model.labels))
         .bind(to_json(&model.metrics))
         .bind(&model.created_at)
+        .bind(model.task.as_str())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -249,3 +249,55 @@ async fn bad_task_inputs_name_the_row_and_the_fix() {
     assert_eq!(status, StatusCode::CREATED, "{ds}");
     assert_eq!(ds["task"], "multilabel");
 }
+
+/// A PNG of one grey level with a little texture.
+fn grey(level: u8, seed: u32) -> Vec<u8> {
+    use image::{ImageFormat, Rgb, RgbImage};
+    let img = RgbImage::from_fn(32, 32, |x, y| {
+        let n = ((x * 31 + y * 17 + seed * 13) % 11) as u8;
+        Rgb([level.saturating_add(n); 3])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_regression_from_a_numeric_labels_csv() {
+    use std::io::Write;
+    let app = TestApp::start().await;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default();
+    let mut csv = String::from("filename,label\n");
+    for i in 0..30u32 {
+        let level = (i * 8) as u8;
+        csv.push_str(&format!("{i}.png,{:.1}\n", level as f64 / 10.0));
+        zip.start_file(format!("{i}.png"), opts).unwrap();
+        zip.write_all(&grey(level, i)).unwrap();
+    }
+    zip.start_file("labels.csv", opts).unwrap();
+    zip.write_all(csv.as_bytes()).unwrap();
+    let bytes = zip.finish().unwrap().into_inner();
+    let ds = app.upload_dataset("brightness.zip", &bytes).await;
+    assert_eq!(ds["task"], "regression", "{ds}");
+    assert_eq!(ds["modality"], "image");
+    let job = run_job(&app, &ds).await;
+    assert_eq!(job["metrics"]["task"], "regression", "{}", job["metrics"]);
+    assert!(
+        job["metrics"]["baseline"]["method"]
+            .as_str()
+            .unwrap()
+            .contains("pixels")
+    );
+    let model_id = job["model_id"].as_str().unwrap();
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(grey(100, 99));
+    let (status, p) = app
+        .post_json(
+            &format!("/v1/models/{model_id}/predict"),
+            json!({"inputs": [{"image_base64": b64}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{p}");
+    assert!(p["predictions"][0]["value"].is_number(), "{p}");
+}

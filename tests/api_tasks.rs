@@ -301,3 +301,46 @@ async fn image_regression_from_a_numeric_labels_csv() {
     assert_eq!(status, StatusCode::OK, "{p}");
     assert!(p["predictions"][0]["value"].is_number(), "{p}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_multilabel_from_a_labels_column() {
+    use std::io::Write;
+    let app = TestApp::start().await;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default();
+    let mut csv = String::from("filename,labels\n");
+    for i in 0..24u32 {
+        let (level, tags) = match i % 3 {
+            0 => (20, "dark"),
+            1 => (230, "bright"),
+            _ => (120, "dark|bright"),
+        };
+        csv.push_str(&format!("{i}.png,{tags}\n"));
+        zip.start_file(format!("{i}.png"), opts).unwrap();
+        zip.write_all(&grey(level, i)).unwrap();
+    }
+    zip.start_file("labels.csv", opts).unwrap();
+    zip.write_all(csv.as_bytes()).unwrap();
+    let ds = app
+        .upload_dataset("tones.zip", &zip.finish().unwrap().into_inner())
+        .await;
+    assert_eq!(ds["task"], "multilabel", "{ds}");
+    assert_eq!(ds["label_counts"], json!({"bright": 16, "dark": 16}));
+    let job = run_job(&app, &ds).await;
+    assert_eq!(job["metrics"]["task"], "multilabel");
+    let model_id = job["model_id"].as_str().unwrap();
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(grey(25, 99));
+    let (status, p) = app
+        .post_json(
+            &format!("/v1/models/{model_id}/predict"),
+            json!({"inputs": [{"image_base64": b64}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{p}");
+    assert_eq!(
+        p["predictions"][0]["scores"].as_array().unwrap().len(),
+        2,
+        "{p}"
+    );
+}

@@ -92,6 +92,10 @@ codes! {
     EmptyDataset = "empty_dataset", 422;
     TooFewLabels = "too_few_labels", 422;
     EmptyLabel = "empty_label", 422;
+    /// A regression target that is not a finite number (the message names the row).
+    InvalidTarget = "invalid_target", 422;
+    /// The upload's `task` is not one we know, or does not fit the file's columns.
+    InvalidTask = "invalid_task", 422;
     LabelTooLong = "label_too_long", 422;
     TextTooLong = "text_too_long", 422;
     InvalidField = "invalid_field", 422;

@@ -42,7 +42,7 @@ fn text_parsers_never_panic_and_refuse_bad_files_as_client_errors() {
             let _ = datasets::detect_format(Some("x.txt"), &bytes);
             let _ = datasets::detect_format(None, &bytes);
             for parse in [datasets::text::parse_csv, datasets::text::parse_jsonl] {
-                let result = parse(&path, &limits).and_then(|p| p.finish(&limits));
+                let result = parse(&path, &limits).and_then(|p| p.finish(&limits, None));
                 assert_not_internal(&result)?;
                 if let Ok(parsed) = result {
                     prop_assert!(parsed.examples.len() <= limits.max_examples);
@@ -85,8 +85,8 @@ fn zip_and_image_parsers_never_panic_nor_write_outside_their_folder() {
             std::fs::create_dir_all(&out).unwrap();
             let upload = case.join("upload.zip");
             std::fs::write(&upload, &zip_bytes).unwrap();
-            let result =
-                datasets::image::parse_zip(&upload, &out, &limits).and_then(|p| p.finish(&limits));
+            let result = datasets::image::parse_zip(&upload, &out, &limits)
+                .and_then(|p| p.finish(&limits, None));
             assert_not_internal(&result)?;
             for file in files_under(root.path()) {
                 let ok =

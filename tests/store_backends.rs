@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use warmstart::backbones::Modality;
+use warmstart::datasets::Task;
+use warmstart::datasets::task::TargetSummary;
 use warmstart::jobs::lease::{Beat, LeaseTimes};
 use warmstart::jobs::webhook::Webhooks;
 use warmstart::jobs::{JobSpec, Queue};
@@ -57,6 +59,8 @@ fn dataset(id: &str, tenant: &str) -> DatasetRecord {
         format: "csv".into(),
         created_at: now(),
         tenant: tenant.into(),
+        task: Task::Regression,
+        target_summary: Some(TargetSummary::of(&[1.0, 2.5, 4.0])),
     }
 }
 
@@ -71,6 +75,7 @@ fn model(id: &str, job_id: &str) -> ModelRecord {
         metrics: json!({"accuracy": 1.0}),
         created_at: now(),
         tenant: "t".into(),
+        task: Task::Multilabel,
     }
 }
 
@@ -104,6 +109,8 @@ async fn rows_and_pages_read_back_the_same_on_both_backends() {
         db.insert_dataset(&dataset("other", "u")).await.unwrap();
         let got = db.get_dataset("t", "d1").await.unwrap().unwrap();
         assert_eq!(got.label_counts["a"], 2, "{:?}", db.backend);
+        assert_eq!(got.task, Task::Regression, "{:?}", db.backend);
+        assert_eq!(got.target_summary.as_ref().map(|t| t.max), Some(4.0));
         assert!(db.get_dataset("u", "d1").await.unwrap().is_none());
 
         let first = PageRequest {
@@ -139,6 +146,12 @@ async fn rows_and_pages_read_back_the_same_on_both_backends() {
                 .id,
             "m1"
         );
+        let m1 = db
+            .latest_model_for_dataset("t", "d1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(m1.task, Task::Multilabel, "{:?}", db.backend);
         assert!(db.delete_model("t", "m1").await.unwrap());
 
         assert!(!db.any_keys().await.unwrap());

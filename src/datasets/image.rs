@@ -1,5 +1,6 @@
 //! Image uploads: a ZIP whose top-level folders are the labels (`cat/001.jpg`), or a ZIP
-//! holding `labels.csv` (`filename,label`) beside the images. The whole archive is checked
+//! holding `labels.csv` (`filename,label`, or `filename,labels` with `a|b|c` for multi-label)
+//! beside the images. The whole archive is checked
 //! (entry count, declared sizes, unsafe paths) before anything is written; each image is
 //! then streamed to its file with bounded memory and decoded once to prove it is readable
 //! (see [`super::unzip`]; unreadable ones are skipped with a warning naming them) and stored
@@ -12,6 +13,7 @@ use std::path::Path;
 
 use zip::ZipArchive;
 
+use super::row_label::RowLabel;
 use super::unzip::{Unpacked, repeated_names, unpack_image};
 use super::{DatasetError, Limits, ParsedDataset, RawExample};
 use crate::backbones::Modality;
@@ -144,8 +146,9 @@ fn read_entry(zip: &mut ZipArchive<File>, e: &Entry, cap: u64) -> Result<Vec<u8>
     Ok(bytes)
 }
 
-/// `filename,label` rows of labels.csv, keyed by file name (paths relative to the csv).
-fn read_labels_csv(bytes: &[u8]) -> Result<HashMap<String, String>, DatasetError> {
+/// `filename,label` rows of labels.csv (or `filename,labels` with `a|b|c`: multi-label),
+/// keyed by file name (paths relative to the csv).
+fn read_labels_csv(bytes: &[u8]) -> Result<HashMap<String, RowLabel>, DatasetError> {
     let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(bytes);
     let headers: Vec<String> = reader
         .headers()
@@ -154,7 +157,7 @@ fn read_labels_csv(bytes: &[u8]) -> Result<HashMap<String, String>, DatasetError
         .map(|h| h.trim().trim_start_matches('\u{feff}').to_ascii_lowercase())
         .collect();
     let col = |name: &str| headers.iter().position(|h| h == name);
-    for want in ["filename", "label"] {
+    for want in ["filename", "label", "labels"] {
         if headers.iter().filter(|h| *h == want).count() > 1 {
             return Err(invalid(
                 Code::DuplicateColumns,
@@ -164,7 +167,8 @@ fn read_labels_csv(bytes: &[u8]) -> Result<HashMap<String, String>, DatasetError
             ));
         }
     }
-    let (Some(f), Some(l)) = (col("filename"), col("label")) else {
+    let multi = col("label").is_none() && col("labels").is_some();
+    let (Some(f), Some(l)) = (col("filename"), col("label").or(col("labels"))) else {
         return Err(invalid(
             Code::MissingColumns,
             format!("labels.csv must have a `filename` and a `label` column; found {headers:?}"),
@@ -203,6 +207,18 @@ fn read_labels_csv(bytes: &[u8]) -> Result<HashMap<String, String>, DatasetError
                 ),
             ));
         }
+        let label = match multi {
+            true => RowLabel::split(&label),
+            false => RowLabel::One(label),
+        };
+        if label == RowLabel::Many(Vec::new()) {
+            return Err(invalid(
+                Code::EmptyLabel,
+                format!(
+                    "labels.csv line {line}: {file:?} has an empty label list; give it at least one label (a|b) or remove the row"
+                ),
+            ));
+        }
         out.insert(file, label);
     }
     Ok(out)
@@ -229,7 +245,7 @@ pub fn parse_zip(
     let labels_csv = entries
         .iter()
         .position(|e| e.path.eq_ignore_ascii_case("labels.csv"));
-    let labelled: Vec<(Entry, String)> = if let Some(pos) = labels_csv {
+    let labelled: Vec<(Entry, RowLabel)> = if let Some(pos) = labels_csv {
         let csv_entry = entries.remove(pos);
         let map = read_labels_csv(&read_entry(&mut zip, &csv_entry, 64 << 20)?)?;
         let mut found = Vec::new();
@@ -257,7 +273,7 @@ pub fn parse_zip(
         for e in entries {
             match e.path.split_once('/') {
                 Some((label, rest)) if !rest.is_empty() && !label.trim().is_empty() => {
-                    let label = label.trim().to_string();
+                    let label = RowLabel::One(label.trim().to_string());
                     found.push((e, label));
                 }
                 _ => unlabelled += 1,
@@ -315,13 +331,16 @@ pub fn parse_zip(
                 continue;
             }
         };
-        if hashes.get(&hash) == Some(&label) {
+        if hashes.get(&hash) == Some(&label.key()) {
             duplicates += 1;
             std::fs::remove_file(&dest)?;
             continue;
         }
-        hashes.insert(hash, label.clone());
-        examples.push(RawExample::Image { file: name, label });
+        hashes.insert(hash, label.key());
+        examples.push(match label {
+            RowLabel::One(label) => RawExample::Image { file: name, label },
+            RowLabel::Many(labels) => RawExample::ImageLabels { file: name, labels },
+        });
     }
 
     let mut warnings = Vec::new();
@@ -360,6 +379,9 @@ pub fn parse_zip(
         modality: Modality::Image,
         format: "zip",
         examples,
+        lines: Vec::new(),
         warnings,
+        task: super::Task::Classification,
+        targets: None,
     })
 }

@@ -4,8 +4,10 @@
 pub mod decode;
 pub mod image;
 pub mod labels;
+pub mod row_label;
 pub mod split;
 pub mod stored;
+pub mod task;
 pub mod text;
 pub mod unzip;
 
@@ -13,6 +15,7 @@ use std::collections::BTreeMap;
 
 use crate::backbones::Modality;
 use crate::error_code::{Code, ErrorCode};
+pub use task::{TargetSummary, Task};
 
 /// What a dataset upload turned into: examples with label names, plus tolerated problems.
 #[derive(Debug, Clone)]
@@ -20,42 +23,105 @@ pub struct ParsedDataset {
     pub modality: Modality,
     pub format: &'static str,
     pub examples: Vec<RawExample>,
+    /// Text files: the line each example came from (for messages); empty for images.
+    pub lines: Vec<usize>,
     pub warnings: Vec<String>,
+    /// Decided by [`ParsedDataset::finish`].
+    pub task: Task,
+    /// Regression: the targets' range.
+    pub targets: Option<TargetSummary>,
 }
 
-/// One labelled example as stored: a text, or an image file relative to the dataset folder.
+/// One labelled example as stored: a text, or an image file relative to the dataset folder,
+/// with one label (a class, or a regression target's number) or a set of labels.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(untagged)]
 pub enum RawExample {
     Text { text: String, label: String },
     Image { file: String, label: String },
+    TextLabels { text: String, labels: Vec<String> },
+    ImageLabels { file: String, labels: Vec<String> },
 }
 
 impl RawExample {
-    pub fn label(&self) -> &str {
+    /// Its label, or labels (multi-label).
+    pub fn labels(&self) -> &[String] {
         match self {
-            RawExample::Text { label, .. } | RawExample::Image { label, .. } => label,
+            RawExample::Text { label, .. } | RawExample::Image { label, .. } => {
+                std::slice::from_ref(label)
+            }
+            RawExample::TextLabels { labels, .. } | RawExample::ImageLabels { labels, .. } => {
+                labels
+            }
         }
+    }
+
+    /// Its one label (the first of a multi-label example's).
+    pub fn label(&self) -> &str {
+        self.labels().first().map_or("", String::as_str)
+    }
+
+    fn labels_mut(&mut self) -> &mut [String] {
+        match self {
+            RawExample::Text { label, .. } | RawExample::Image { label, .. } => {
+                std::slice::from_mut(label)
+            }
+            RawExample::TextLabels { labels, .. } | RawExample::ImageLabels { labels, .. } => {
+                labels
+            }
+        }
+    }
+
+    /// The same example as a multi-label one (a set of its one label).
+    fn make_multi(&mut self) {
+        let taken = std::mem::replace(
+            self,
+            RawExample::Text {
+                text: String::new(),
+                label: String::new(),
+            },
+        );
+        *self = match taken {
+            RawExample::Text { text, label } => RawExample::TextLabels {
+                text,
+                labels: vec![label],
+            },
+            RawExample::Image { file, label } => RawExample::ImageLabels {
+                file,
+                labels: vec![label],
+            },
+            multi => multi,
+        };
     }
 }
 
 impl ParsedDataset {
-    /// Sorted distinct labels.
+    /// Sorted distinct labels (none for regression).
     pub fn labels(&self) -> Vec<String> {
         self.label_counts().into_keys().collect()
     }
 
+    /// Examples per label (multi-label: examples carrying it; none for regression).
     pub fn label_counts(&self) -> BTreeMap<String, usize> {
         let mut counts = BTreeMap::new();
+        if self.task == Task::Regression {
+            return counts;
+        }
         for e in &self.examples {
-            *counts.entry(e.label().to_string()).or_insert(0) += 1;
+            for l in e.labels() {
+                *counts.entry(l.to_string()).or_insert(0) += 1;
+            }
         }
         counts
     }
 
-    /// Checks that hold for every modality once parsing is done, and adds the warnings
-    /// about class sizes.
-    pub fn finish(mut self, limits: &Limits) -> Result<ParsedDataset, DatasetError> {
+    /// Checks that hold for every modality once parsing is done, decides the task (the
+    /// one asked for, or the guess), and adds the warnings about label sizes.
+    pub fn finish(
+        mut self,
+        limits: &Limits,
+        requested: Option<Task>,
+    ) -> Result<ParsedDataset, DatasetError> {
         if self.examples.is_empty() {
             return Err(DatasetError::invalid(
                 Code::EmptyDataset,
@@ -73,13 +139,32 @@ impl ParsedDataset {
             // Texts had their labels made canonical row by row (before duplicates were found).
             let mut canon = labels::LabelCanon::default();
             for e in &mut self.examples {
-                let RawExample::Image { label, .. } = e else {
-                    continue;
-                };
-                *label = canon.canonical(label);
+                for label in e.labels_mut() {
+                    *label = canon.canonical(label);
+                }
             }
             self.warnings.extend(canon.warning());
         }
+        self.task = self.decide_task(requested)?;
+        match self.task {
+            Task::Classification => self.finish_classes(),
+            Task::Regression => {
+                let values = self.check_regression()?;
+                self.targets = Some(TargetSummary::of(&values));
+                if values.len() < 20 {
+                    self.warnings.push(format!(
+                        "only {} examples: the held-out error of a regression model on so few is a rough estimate; add more",
+                        values.len()
+                    ));
+                }
+                Ok(self)
+            }
+            Task::Multilabel => self.finish_multilabel(),
+        }
+    }
+
+    /// Classification: at least 2 classes; warnings about look-alike and small classes.
+    fn finish_classes(mut self) -> Result<ParsedDataset, DatasetError> {
         let counts = self.label_counts();
         self.warnings
             .extend(labels::lookalike_warning(counts.keys().map(String::as_str)));
@@ -101,6 +186,54 @@ impl ParsedDataset {
             self.warnings.push(format!(
                 "classes with fewer than 5 examples: {}; the model will be unreliable on them, add more examples",
                 small.join(", ")
+            ));
+        }
+        Ok(self)
+    }
+
+    /// Multi-label: at least 2 labels in all; warnings about rare and ever-present labels.
+    fn finish_multilabel(mut self) -> Result<ParsedDataset, DatasetError> {
+        for e in &mut self.examples {
+            if let RawExample::TextLabels { labels, .. } | RawExample::ImageLabels { labels, .. } =
+                e
+            {
+                labels.sort();
+                labels.dedup();
+            }
+        }
+        let counts = self.label_counts();
+        self.warnings
+            .extend(labels::lookalike_warning(counts.keys().map(String::as_str)));
+        if counts.len() < 2 {
+            let only = counts.keys().next().cloned().unwrap_or_default();
+            return Err(DatasetError::invalid(
+                Code::TooFewLabels,
+                format!(
+                    "every example has only the label {only:?}; a multi-label model needs at least 2 distinct labels"
+                ),
+            ));
+        }
+        let n = self.examples.len();
+        let rare: Vec<String> = counts
+            .iter()
+            .filter(|(_, c)| **c < 5)
+            .map(|(l, c)| format!("{l:?} ({c})"))
+            .collect();
+        if !rare.is_empty() {
+            self.warnings.push(format!(
+                "labels on fewer than 5 examples: {}; the model will be unreliable on them, add more examples",
+                rare.join(", ")
+            ));
+        }
+        let everywhere: Vec<String> = counts
+            .iter()
+            .filter(|(_, c)| **c == n)
+            .map(|(l, _)| format!("{l:?}"))
+            .collect();
+        if !everywhere.is_empty() {
+            self.warnings.push(format!(
+                "labels on every example: {}; there is nothing to learn about them",
+                everywhere.join(", ")
             ));
         }
         Ok(self)

@@ -1,5 +1,6 @@
 //! Text uploads: CSV with a `text` and a `label` column, or JSONL with one
 //! `{"text": ..., "label": ...}` object per line (a JSON array of such objects also works).
+//! Multi-label: a `labels` column holding `a|b|c`, or a JSON list in `"labels"`.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -7,6 +8,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 use super::labels::LabelCanon;
+use super::row_label::{RowLabel, labels_field};
 use super::{DatasetError, Limits, ParsedDataset, RawExample};
 use crate::backbones::Modality;
 use crate::error_code::Code;
@@ -15,6 +17,7 @@ use crate::error_code::Code;
 struct RowSink<'a> {
     limits: &'a Limits,
     examples: Vec<RawExample>,
+    lines: Vec<usize>,
     first_line_of: HashMap<String, (usize, String)>,
     empty_text_lines: Vec<usize>,
     duplicates: usize,
@@ -27,6 +30,7 @@ impl<'a> RowSink<'a> {
         RowSink {
             limits,
             examples: Vec::new(),
+            lines: Vec::new(),
             first_line_of: HashMap::new(),
             empty_text_lines: Vec::new(),
             duplicates: 0,
@@ -35,34 +39,16 @@ impl<'a> RowSink<'a> {
         }
     }
 
-    fn push(&mut self, line: usize, text: &str, label: &str) -> Result<(), DatasetError> {
-        for (what, value) in [("text", text), ("label", label)] {
-            if value.contains('\0') {
-                return Err(DatasetError::invalid(
-                    Code::NulByte,
-                    format!(
-                        "line {line}: the {what} contains a NUL byte (\\0); remove it (a file full of them is UTF-16: save it as UTF-8)"
-                    ),
-                ));
-            }
-        }
-        let label = label.trim();
-        if label.is_empty() {
+    fn push(&mut self, line: usize, text: &str, label: RowLabel) -> Result<(), DatasetError> {
+        if text.contains('\0') {
             return Err(DatasetError::invalid(
-                Code::EmptyLabel,
+                Code::NulByte,
                 format!(
-                    "line {line}: the label is empty; give every example a label or remove the row"
+                    "line {line}: the text contains a NUL byte (\\0); remove it (a file full of them is UTF-16: save it as UTF-8)"
                 ),
             ));
         }
-        if label.chars().count() > 200 {
-            return Err(DatasetError::invalid(
-                Code::LabelTooLong,
-                format!(
-                    "line {line}: the label is longer than 200 characters; labels are class names, not texts (are the columns swapped?)"
-                ),
-            ));
-        }
+        let label = label.checked(line)?;
         let text = text.trim();
         if text.is_empty() {
             self.empty_text_lines.push(line);
@@ -84,23 +70,20 @@ impl<'a> RowSink<'a> {
                 self.limits.max_examples
             )));
         }
-        let label = self.labels.canonical(label);
-        let label = label.as_str();
+        let label = label.canonical(&mut self.labels);
+        let key = label.key();
         match self.first_line_of.get(text) {
-            Some((_, first_label)) if first_label == label => {
+            Some((_, first_label)) if *first_label == key => {
                 self.duplicates += 1;
                 return Ok(());
             }
             Some((first_line, _)) => self.conflicts.push((*first_line, line)),
             None => {
-                self.first_line_of
-                    .insert(text.to_string(), (line, label.to_string()));
+                self.first_line_of.insert(text.to_string(), (line, key));
             }
         }
-        self.examples.push(RawExample::Text {
-            text: text.to_string(),
-            label: label.to_string(),
-        });
+        self.examples.push(label.example(text.to_string()));
+        self.lines.push(line);
         Ok(())
     }
 
@@ -138,7 +121,10 @@ impl<'a> RowSink<'a> {
             modality: Modality::Text,
             format,
             examples: self.examples,
+            lines: self.lines,
             warnings,
+            task: super::Task::Classification,
+            targets: None,
         }
     }
 }
@@ -190,7 +176,7 @@ pub fn parse_csv(path: &Path, limits: &Limits) -> Result<ParsedDataset, DatasetE
         })
         .collect();
     let find = |want: &str| names.iter().position(|n| n == want);
-    for want in ["text", "label"] {
+    for want in ["text", "label", "labels"] {
         let at: Vec<String> = (0..names.len())
             .filter(|&i| names[i] == want)
             .map(|i| (i + 1).to_string())
@@ -206,7 +192,14 @@ pub fn parse_csv(path: &Path, limits: &Limits) -> Result<ParsedDataset, DatasetE
             ));
         }
     }
-    let (Some(text_col), Some(label_col)) = (find("text"), find("label")) else {
+    if find("label").is_some() && find("labels").is_some() {
+        return Err(DatasetError::invalid(
+            Code::DuplicateColumns,
+            "the CSV header has both a `label` and a `labels` column; keep `label` (one label per row) or `labels` (several, as a|b|c)",
+        ));
+    }
+    let multi = find("label").is_none() && find("labels").is_some();
+    let (Some(text_col), Some(label_col)) = (find("text"), find("label").or(find("labels"))) else {
         return Err(DatasetError::invalid(
             Code::MissingColumns,
             format!(
@@ -244,6 +237,10 @@ pub fn parse_csv(path: &Path, limits: &Limits) -> Result<ParsedDataset, DatasetE
         };
         let text = field(text_col)?;
         let label = field(label_col)?;
+        let label = match multi {
+            true => RowLabel::split(label),
+            false => RowLabel::One(label.to_string()),
+        };
         sink.push(line, text, label)?;
     }
     Ok(sink.finish("csv"))
@@ -291,7 +288,7 @@ pub fn parse_jsonl(path: &Path, limits: &Limits) -> Result<ParsedDataset, Datase
         })?;
         for (i, item) in items.iter().enumerate() {
             let (t, l) = text_and_label(item, &format!("item {}", i + 1))?;
-            sink.push(i + 1, &t, &l)?;
+            sink.push(i + 1, &t, l)?;
         }
         return Ok(sink.finish("json"));
     }
@@ -316,12 +313,12 @@ pub fn parse_jsonl(path: &Path, limits: &Limits) -> Result<ParsedDataset, Datase
             )
         })?;
         let (t, l) = text_and_label(&value, &format!("line {line}"))?;
-        sink.push(line, &t, &l)?;
+        sink.push(line, &t, l)?;
     }
     Ok(sink.finish("jsonl"))
 }
 
-fn text_and_label(value: &serde_json::Value, at: &str) -> Result<(String, String), DatasetError> {
+fn text_and_label(value: &serde_json::Value, at: &str) -> Result<(String, RowLabel), DatasetError> {
     use serde_json::Value;
     let Value::Object(obj) = value else {
         return Err(DatasetError::invalid(
@@ -346,6 +343,9 @@ fn text_and_label(value: &serde_json::Value, at: &str) -> Result<(String, String
             ));
         }
     };
+    if let (None, Some(labels)) = (obj.get("label"), obj.get("labels")) {
+        return Ok((text, labels_field(labels, at)?));
+    }
     let label = match obj.get("label") {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
@@ -365,7 +365,7 @@ fn text_and_label(value: &serde_json::Value, at: &str) -> Result<(String, String
             ));
         }
     };
-    Ok((text, label))
+    Ok((text, RowLabel::One(label)))
 }
 
 #[cfg(test)]

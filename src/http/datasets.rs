@@ -34,6 +34,7 @@ fn parse_upload(
     upload: &TempUpload,
     staging: &std::path::Path,
     limits: &datasets::Limits,
+    task: Option<datasets::Task>,
 ) -> Result<ParsedDataset, DatasetError> {
     if upload.size == 0 {
         return Err(DatasetError::invalid(
@@ -47,7 +48,7 @@ fn parse_upload(
         "jsonl" => datasets::text::parse_jsonl(&upload.path, limits)?,
         _ => datasets::image::parse_zip(&upload.path, staging, limits)?,
     };
-    parsed.finish(limits)
+    parsed.finish(limits, task)
 }
 
 /// Upload a labelled dataset; it is parsed and checked before it is stored.
@@ -87,6 +88,8 @@ pub async fn create(
         ));
     }
 
+    let task = datasets::Task::from_form(form.text("task"))?;
+
     // Parse and build the dataset folder off the async runtime.
     let artifacts = st.artifacts.clone();
     let limits = st.limits.clone();
@@ -96,7 +99,7 @@ pub async fn create(
         // Nothing is written until the upload has been checked (image ZIPs are scanned
         // whole before their first image is unpacked into the staging folder).
         let staging = artifacts.tmp_path(".staging");
-        let built = parse_upload(&upload, &staging, &limits)
+        let built = parse_upload(&upload, &staging, &limits, task)
             .map_err(ApiError::from)
             .and_then(|parsed| {
                 std::fs::create_dir_all(&staging).map_err(ApiError::internal)?;
@@ -132,9 +135,11 @@ pub async fn create(
         tenant,
         name,
         modality: parsed.modality,
+        task: parsed.task,
         num_examples: parsed.examples.len(),
         labels: parsed.labels(),
         label_counts: parsed.label_counts(),
+        target_summary: parsed.targets,
         warnings: parsed.warnings.clone(),
         format: parsed.format.to_string(),
         created_at: now(),
@@ -315,8 +320,14 @@ pub async fn suspects(
             .take(limit)
             .map(|suspect| {
                 let (text, file) = match examples.get(suspect.index) {
-                    Some(datasets::RawExample::Text { text, .. }) => (Some(text.clone()), None),
-                    Some(datasets::RawExample::Image { file, .. }) => (None, Some(file.clone())),
+                    Some(
+                        datasets::RawExample::Text { text, .. }
+                        | datasets::RawExample::TextLabels { text, .. },
+                    ) => (Some(text.clone()), None),
+                    Some(
+                        datasets::RawExample::Image { file, .. }
+                        | datasets::RawExample::ImageLabels { file, .. },
+                    ) => (None, Some(file.clone())),
                     None => (None, None),
                 };
                 SuspectRow {

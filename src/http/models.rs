@@ -264,6 +264,7 @@ pub async fn import(
         dataset_id: String::new(),
         backbone: config.backbone,
         modality: config.modality,
+        task: config.task,
         labels: config.labels,
         metrics,
         created_at: now(),

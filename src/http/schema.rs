@@ -66,14 +66,46 @@ pub struct LabelScoreDoc {
     pub score: f32,
 }
 
-/// The prediction for one input: the most likely label and the `top_k` best.
+/// The prediction for one input, in the shape of the model's task: a class (classification),
+/// a value (regression) or a label set (multi-label).
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+#[schema(as = Prediction)]
+pub enum PredictionDoc {
+    Class(ClassPredictionDoc),
+    Value(ValuePredictionDoc),
+    Labels(LabelsPredictionDoc),
+}
+
+/// Classification: the most likely label and the `top_k` best.
 #[derive(Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(as = Prediction)]
-pub struct PredictionDoc {
+#[schema(as = ClassPrediction)]
+pub struct ClassPredictionDoc {
     pub label: String,
     pub score: f32,
     pub top_k: Vec<LabelScoreDoc>,
+}
+
+/// Regression: the predicted number, and its split-conformal interval `[low, high]` (at the
+/// coverage the model's `interval` reports) when the model has one.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = ValuePrediction)]
+pub struct ValuePredictionDoc {
+    pub value: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<[f64; 2]>,
+}
+
+/// Multi-label: the labels at or above their thresholds, and every label's score (highest
+/// first).
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = LabelsPrediction)]
+pub struct LabelsPredictionDoc {
+    pub labels: Vec<String>,
+    pub scores: Vec<LabelScoreDoc>,
 }
 
 /// An example whose given label the model finds unlikely, judged without it in training.
@@ -253,6 +285,11 @@ pub struct DatasetUpload {
     pub file: Vec<u8>,
     /// Defaults to the file's name.
     pub name: Option<String>,
+    /// What the labels ask for. Left out, the labels decide: a `labels` column (`a|b|c`,
+    /// or a JSON list) is multi-label; a `label` that is a number in every row is
+    /// regression, unless the numbers are at most 10 whole values (then classes, with a
+    /// warning); anything else is classification.
+    pub task: Option<crate::datasets::Task>,
 }
 
 /// Image predictions as multipart: one `file` part per image, and optionally `top_k`.
@@ -323,15 +360,28 @@ mod tests {
         for b in catalog.list() {
             mirrors::<BackboneDoc>(serde_json::to_value(b).unwrap());
         }
-        let p = crate::serve::Prediction {
+        let p = crate::serve::Prediction::Class(crate::serve::ClassPrediction {
             label: "a".into(),
             score: 0.5,
             top_k: vec![crate::serve::LabelScore {
                 label: "a".into(),
                 score: 0.5,
             }],
-        };
+        });
         mirrors::<PredictionDoc>(serde_json::to_value(p).unwrap());
+        let v = crate::serve::Prediction::Value {
+            value: 2.5,
+            interval: Some([1.0, 4.0]),
+        };
+        mirrors::<PredictionDoc>(serde_json::to_value(v).unwrap());
+        let l = crate::serve::Prediction::Labels {
+            labels: vec!["a".into()],
+            scores: vec![crate::serve::LabelScore {
+                label: "a".into(),
+                score: 0.9,
+            }],
+        };
+        mirrors::<PredictionDoc>(serde_json::to_value(l).unwrap());
         let s = crate::train::suspects::Suspect {
             index: 3,
             given_label: "a".into(),

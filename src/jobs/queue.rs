@@ -288,7 +288,7 @@ impl Queue {
         }
         sqlx::query(
             "INSERT INTO models (id, tenant, job_id, dataset_id, backbone, modality, labels,
-             metrics, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             metrics, created_at, task) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&model.id)
         .bind(&model.tenant)
@@ -299,6 +299,7 @@ impl Queue {
         .bind(to_json(&model.labels))
         .bind(to_json(&model.metrics))
         .bind(&model.created_at)
+        .bind(model.task.as_str())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -17,15 +17,17 @@ use super::failure::JobFailure;
 use super::lease::{Beat, Heartbeat};
 use super::queue::{Lease, NewEvent};
 use super::{JobSpec, Queue};
-use crate::datasets::RawExample;
 use crate::datasets::stored::read_examples;
+use crate::datasets::task::target_value;
+use crate::datasets::{RawExample, Task};
 use crate::error_code::ErrorCode;
 use crate::store::jobs::{EventKind, JobRecord, Stage};
 use crate::store::models::ModelRecord;
 use crate::store::{Artifacts, Kind, now};
+use crate::train::tasks::{set_strata, value_strata};
 use crate::train::{
-    BackboneChoice, Engine, EpochMetrics, Example, ExampleInput, Observer, Recipe, TrainError,
-    TrainRequest,
+    BackboneChoice, Engine, EpochMetrics, Example, ExampleInput, Observer, Recipe, Targets,
+    TrainError, TrainRequest,
 };
 
 /// The running worker threads.
@@ -205,32 +207,12 @@ fn load_request(ctx: &WorkerContext, job: &JobRecord) -> Result<TrainRequest, Jo
         id: dataset.id.clone(),
         source,
     })?;
-    let class_of: HashMap<&str, usize> = dataset
-        .labels
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (l.as_str(), i))
-        .collect();
-    let examples = raw
-        .into_iter()
-        .enumerate()
-        .filter_map(|(index, e)| {
-            let label = *class_of.get(e.label())?;
-            let input = match e {
-                RawExample::Text { text, .. } => ExampleInput::Text(text),
-                RawExample::Image { file, .. } => ExampleInput::ImageFile(dir.join(file)),
-            };
-            Some(Example {
-                input,
-                label,
-                index,
-            })
-        })
-        .collect();
+    let (examples, targets) = training_examples(raw, &dataset.labels, dataset.task, &dir);
     Ok(TrainRequest {
         modality: dataset.modality,
         labels: dataset.labels.clone(),
         examples,
+        targets,
         backbone: BackboneChoice {
             id: job.backbone.clone(),
             reason: job.backbone_reason.clone(),
@@ -240,6 +222,98 @@ fn load_request(ctx: &WorkerContext, job: &JobRecord) -> Result<TrainRequest, Jo
         seed: spec.seed,
         time_budget_s: spec.time_budget_s,
     })
+}
+
+/// The stored examples as training examples with their targets: classes by the dataset's
+/// label list; a number (stratified by its quintile); or a label set (stratified by its
+/// rarest label).
+fn training_examples(
+    raw: Vec<RawExample>,
+    labels: &[String],
+    task: Task,
+    dir: &std::path::Path,
+) -> (Vec<Example>, Targets) {
+    let class_of: HashMap<&str, usize> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.as_str(), i))
+        .collect();
+    let input = |e: &RawExample| match e {
+        RawExample::Text { text, .. } | RawExample::TextLabels { text, .. } => {
+            ExampleInput::Text(text.clone())
+        }
+        RawExample::Image { file, .. } | RawExample::ImageLabels { file, .. } => {
+            ExampleInput::ImageFile(dir.join(file))
+        }
+    };
+    let example = |(index, e): (usize, &RawExample), label| Example {
+        input: input(e),
+        label,
+        index,
+    };
+    match task {
+        Task::Classification => {
+            let examples = raw
+                .iter()
+                .enumerate()
+                .filter_map(|(index, e)| {
+                    let label = *class_of.get(e.label())?;
+                    Some(example((index, e), label))
+                })
+                .collect();
+            (examples, Targets::Classes)
+        }
+        Task::Regression => {
+            let kept: Vec<(usize, &RawExample, f64)> = raw
+                .iter()
+                .enumerate()
+                .filter_map(|(i, e)| Some((i, e, target_value(e.label())?)))
+                .filter(|(_, _, v)| v.is_finite())
+                .collect();
+            let values: Vec<f64> = kept.iter().map(|k| k.2).collect();
+            let strata = value_strata(&values);
+            let examples = kept
+                .iter()
+                .zip(strata)
+                .map(|(&(i, e, _), s)| example((i, e), s))
+                .collect();
+            (examples, Targets::Values(values))
+        }
+        Task::Multilabel => {
+            let sets: Vec<Vec<bool>> = raw
+                .iter()
+                .map(|e| {
+                    let mut set = vec![false; labels.len()];
+                    for l in e.labels() {
+                        if let Some(&j) = class_of.get(l.as_str()) {
+                            set[j] = true;
+                        }
+                    }
+                    set
+                })
+                .collect();
+            let strata = dense(set_strata(&sets, labels.len()));
+            let examples = raw
+                .iter()
+                .enumerate()
+                .zip(strata)
+                .map(|(ie, s)| example(ie, s))
+                .collect();
+            (examples, Targets::Sets(sets))
+        }
+    }
+}
+
+/// Strata renumbered 0.. in order of first use, so that none is empty.
+fn dense(strata: Vec<usize>) -> Vec<usize> {
+    let mut map: HashMap<usize, usize> = HashMap::new();
+    strata
+        .into_iter()
+        .map(|s| {
+            let next = map.len();
+            *map.entry(s).or_insert(next)
+        })
+        .collect()
 }
 
 fn run_job(ctx: &WorkerContext, job: JobRecord, lease: &Lease, heartbeat: &Heartbeat) {
@@ -345,6 +419,7 @@ fn run_job(ctx: &WorkerContext, job: JobRecord, lease: &Lease, heartbeat: &Heart
         dataset_id: job.dataset_id.clone(),
         backbone: outcome.recipe.backbone.clone(),
         modality: req.modality,
+        task: req.targets.task(),
         labels: req.labels.clone(),
         metrics: serde_json::to_value(&outcome.report).expect("the report serialises"),
         created_at: now(),

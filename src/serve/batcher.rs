@@ -229,7 +229,9 @@ fn concat<'a>(parts: impl Iterator<Item = &'a Inputs>) -> Inputs {
 /// Predictions ranked for the batch's largest `top_k`, cut to one request's own.
 fn truncate(mut predictions: Vec<Prediction>, top_k: usize) -> Vec<Prediction> {
     for p in &mut predictions {
-        p.top_k.truncate(top_k.max(1));
+        if let Prediction::Class(p) = p {
+            p.top_k.truncate(top_k.max(1));
+        }
     }
     predictions
 }

@@ -15,6 +15,7 @@ use crate::backbones::bundle::BackboneSource;
 use crate::backbones::image::ImageError;
 use crate::backbones::registry::{LoadedBackbone, Registry};
 use crate::backbones::{BackboneError, Modality};
+use crate::datasets::Task;
 use crate::datasets::decode::decode_for_model;
 use crate::error_code::{Code, ErrorCode};
 use crate::train::artifact::{
@@ -97,11 +98,32 @@ pub struct LabelScore {
     pub score: f32,
 }
 
+/// A classifier's answer: the most likely label and the `top_k` best.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Prediction {
+pub struct ClassPrediction {
     pub label: String,
     pub score: f32,
     pub top_k: Vec<LabelScore>,
+}
+
+/// The prediction for one input, in the shape of the model's task.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum Prediction {
+    Class(ClassPrediction),
+    /// Regression: the predicted number and, when the model has one, its split-conformal
+    /// interval `[low, high]` at the coverage the model reports.
+    Value {
+        value: f64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        interval: Option<[f64; 2]>,
+    },
+    /// Multi-label: the labels at or above their thresholds, and every label's score
+    /// (highest first).
+    Labels {
+        labels: Vec<String>,
+        scores: Vec<LabelScore>,
+    },
 }
 
 /// The lexical part of a blended text model, from `model.json`'s terms and its tensors.
@@ -157,12 +179,23 @@ impl LoadedModel {
             mean: get(tensor_names::FEATURES_MEAN)?,
             std: get(tensor_names::FEATURES_STD)?,
         };
-        if head.num_classes() != config.labels.len() {
+        let outputs = match config.task {
+            Task::Regression => 1,
+            _ => config.labels.len(),
+        };
+        if head.num_classes() != outputs {
             return Err(ServeError::Corrupt(format!(
                 "the head has {} outputs but model.json lists {} labels",
                 head.num_classes(),
                 config.labels.len()
             )));
+        }
+        if config.task == Task::Multilabel
+            && config.thresholds.as_ref().map(Vec::len) != Some(outputs)
+        {
+            return Err(ServeError::Corrupt(
+                "a multi-label model needs one threshold per label".into(),
+            ));
         }
         let source = backbone_source(dir, &config);
         if let BackboneSource::Installed {
@@ -216,23 +249,67 @@ impl LoadedModel {
         }
     }
 
-    /// Calibrated probabilities from the backbone's features (and, for a blended text
-    /// model, the texts themselves).
-    fn probabilities(
+    /// Predictions from the backbone's features (and, for a blended text model, the texts
+    /// themselves), in the shape of the model's task.
+    fn decide(
         &self,
         feats: &Tensor,
         texts: Option<&[&str]>,
-    ) -> Result<Vec<Vec<f32>>, ServeError> {
+        top_k: usize,
+    ) -> Result<Vec<Prediction>, ServeError> {
         let mut logits = self
             .head
             .forward(&self.standardizer.apply(feats)?, false)?
             .to_vec2::<f32>()?;
+        match self.config.task {
+            Task::Regression => {
+                let half = self.config.interval_half_width;
+                return Ok(logits
+                    .iter()
+                    .map(|row| {
+                        let value = row[0] as f64;
+                        Prediction::Value {
+                            value,
+                            interval: half.map(|h| [value - h, value + h]),
+                        }
+                    })
+                    .collect());
+            }
+            Task::Multilabel => return Ok(logits.iter().map(|row| self.label_set(row)).collect()),
+            Task::Classification => {}
+        }
         if let (Some((lexical, w)), Some(texts)) = (&self.lexical, texts) {
             for (row, text) in logits.iter_mut().zip(texts) {
                 *row = blend_row(row, &lexical.text_logits(text), *w);
             }
         }
-        Ok(softmax_rows(&logits, self.config.temperature as f32))
+        Ok(softmax_rows(&logits, self.config.temperature as f32)
+            .iter()
+            .map(|p| self.rank(p, top_k))
+            .collect())
+    }
+
+    /// Multi-label: sigmoid scores, the labels at or above their thresholds.
+    fn label_set(&self, logits: &[f32]) -> Prediction {
+        let thresholds = self.config.thresholds.as_deref().unwrap_or(&[]);
+        let scores: Vec<f32> = logits.iter().map(|z| 1.0 / (1.0 + (-z).exp())).collect();
+        let mut idx: Vec<usize> = (0..scores.len()).collect();
+        idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+        let labels = idx
+            .iter()
+            .filter(|&&j| scores[j] as f64 >= thresholds.get(j).copied().unwrap_or(0.5))
+            .map(|&j| self.config.labels[j].clone())
+            .collect();
+        Prediction::Labels {
+            labels,
+            scores: idx
+                .iter()
+                .map(|&j| LabelScore {
+                    label: self.config.labels[j].clone(),
+                    score: scores[j],
+                })
+                .collect(),
+        }
     }
 
     /// Predictions for texts, in input order.
@@ -249,7 +326,7 @@ impl LoadedModel {
         let max_length = self.config.max_length.unwrap_or(256);
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| texts[i].len());
-        let mut probs: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
+        let mut out: Vec<Option<Prediction>> = vec![None; texts.len()];
         let device = self.standardizer.mean.device().clone();
         for chunk in order.chunks(PREDICT_BATCH) {
             let batch_texts: Vec<&str> = chunk.iter().map(|&i| texts[i].as_str()).collect();
@@ -258,12 +335,12 @@ impl LoadedModel {
                 .prep
                 .text_batch(&batch_texts, max_length, &device)?;
             let feats = self.backbone.net.forward(&batch, false)?;
-            let batch_probs = self.probabilities(&feats, Some(&batch_texts))?;
-            for (row, &i) in batch_probs.into_iter().zip(chunk) {
-                probs[i] = row;
+            let batch_out = self.decide(&feats, Some(&batch_texts), top_k)?;
+            for (p, &i) in batch_out.into_iter().zip(chunk) {
+                out[i] = Some(p);
             }
         }
-        Ok(probs.iter().map(|p| self.rank(p, top_k)).collect())
+        Ok(out.into_iter().flatten().collect())
     }
 
     /// Predictions for encoded images (JPEG/PNG/WebP bytes), in input order, preprocessed
@@ -307,11 +384,7 @@ impl LoadedModel {
                 .collect::<Result<Vec<_>, _>>()?;
             let batch = self.backbone.prep.image_batch(&decoded, None, &device)?;
             let feats = self.backbone.net.forward(&batch, false)?;
-            out.extend(
-                self.probabilities(&feats, None)?
-                    .iter()
-                    .map(|p| self.rank(p, top_k)),
-            );
+            out.extend(self.decide(&feats, None, top_k)?);
         }
         Ok(out)
     }
@@ -327,10 +400,10 @@ impl LoadedModel {
                 score: probs[i],
             })
             .collect();
-        Prediction {
+        Prediction::Class(ClassPrediction {
             label: top[0].label.clone(),
             score: top[0].score,
             top_k: top,
-        }
+        })
     }
 }

@@ -8,6 +8,7 @@ use sqlx::Row;
 use super::page::{Listing, Page, PageRequest};
 use super::{Db, StoreResult, parse_json, to_json};
 use crate::backbones::Modality;
+use crate::datasets::{TargetSummary, Task};
 
 /// A stored dataset, as the API shows it.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
@@ -15,9 +16,16 @@ pub struct DatasetRecord {
     pub id: String,
     pub name: String,
     pub modality: Modality,
+    /// What the labels ask for: decided at upload (guessed, or the `task` field).
+    pub task: Task,
     pub num_examples: usize,
+    /// Sorted distinct labels (empty for regression).
     pub labels: Vec<String>,
+    /// Examples per label (multi-label: examples carrying it).
     pub label_counts: BTreeMap<String, usize>,
+    /// Regression: the targets' range.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_summary: Option<TargetSummary>,
     pub warnings: Vec<String>,
     pub format: String,
     pub created_at: String,
@@ -32,9 +40,14 @@ fn from_row(row: &sqlx::any::AnyRow) -> StoreResult<DatasetRecord> {
         tenant: row.try_get("tenant")?,
         name: row.try_get("name")?,
         modality: Modality::parse(&modality).unwrap_or(Modality::Text),
+        task: Task::parse(&row.try_get::<String, _>("task")?).unwrap_or_default(),
         num_examples: row.try_get::<i64, _>("num_examples")? as usize,
         labels: parse_json("labels", &row.try_get::<String, _>("labels")?)?,
         label_counts: parse_json("label_counts", &row.try_get::<String, _>("label_counts")?)?,
+        target_summary: row
+            .try_get::<Option<String>, _>("target_summary")?
+            .map(|s| parse_json("target_summary", &s))
+            .transpose()?,
         warnings: parse_json("warnings", &row.try_get::<String, _>("warnings")?)?,
         format: row.try_get("source_format")?,
         created_at: row.try_get("created_at")?,
@@ -45,7 +58,8 @@ impl Db {
     pub async fn insert_dataset(&self, d: &DatasetRecord) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO datasets (id, tenant, name, modality, num_examples, labels, label_counts,
-             warnings, source_format, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             warnings, source_format, created_at, task, target_summary)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(&d.id)
         .bind(&d.tenant)
@@ -57,6 +71,8 @@ impl Db {
         .bind(to_json(&d.warnings))
         .bind(&d.format)
         .bind(&d.created_at)
+        .bind(d.task.as_str())
+        .bind(d.target_summary.as_ref().map(to_json))
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -8,6 +8,7 @@ use sqlx::Row;
 use super::page::{Listing, Page, PageRequest};
 use super::{Db, StoreResult, parse_json, to_json};
 use crate::backbones::Modality;
+use crate::datasets::Task;
 
 /// A stored model, as the API shows it.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
@@ -17,6 +18,9 @@ pub struct ModelRecord {
     pub dataset_id: String,
     pub backbone: String,
     pub modality: Modality,
+    /// classification, regression or multilabel (from its dataset).
+    pub task: Task,
+    /// Class or label names, in output order (none for regression).
     pub labels: Vec<String>,
     /// Held-out metrics (accuracy, macro-F1, per class, calibration, ...).
     #[schema(value_type = Object)]
@@ -35,6 +39,7 @@ fn from_row(row: &sqlx::any::AnyRow) -> StoreResult<ModelRecord> {
         dataset_id: row.try_get("dataset_id")?,
         backbone: row.try_get("backbone")?,
         modality: Modality::parse(&modality).unwrap_or(Modality::Text),
+        task: Task::parse(&row.try_get::<String, _>("task")?).unwrap_or_default(),
         labels: parse_json("labels", &row.try_get::<String, _>("labels")?)?,
         metrics: parse_json("metrics", &row.try_get::<String, _>("metrics")?)?,
         created_at: row.try_get("created_at")?,
@@ -45,7 +50,7 @@ impl Db {
     pub async fn insert_model(&self, m: &ModelRecord) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO models (id, tenant, job_id, dataset_id, backbone, modality, labels,
-             metrics, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             metrics, created_at, task) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&m.id)
         .bind(&m.tenant)
@@ -56,6 +61,7 @@ impl Db {
         .bind(to_json(&m.labels))
         .bind(to_json(&m.metrics))
         .bind(&m.created_at)
+        .bind(m.task.as_str())
         .execute(&self.pool)
         .await?;
         Ok(())

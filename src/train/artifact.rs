@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::suspects::Suspect;
 use crate::backbones::Modality;
 use crate::backbones::bundle::BackboneSource;
+use crate::datasets::Task;
 
 // The model format, in one place: the files of a model folder and of its download
 // archive, and the tensor names inside `model.safetensors`.
@@ -80,6 +81,19 @@ pub struct ModelConfig {
     /// then applies to the blend's log-probabilities.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lexical: Option<LexicalConfig>,
+    /// Absent on classification models (the format before other tasks existed).
+    #[serde(default, skip_serializing_if = "is_classification")]
+    pub task: Task,
+    /// Regression: the split-conformal half-width of the prediction interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_half_width: Option<f64>,
+    /// Multi-label: the score each label is predicted at or above, in label order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thresholds: Option<Vec<f64>>,
+}
+
+fn is_classification(t: &Task) -> bool {
+    *t == Task::Classification
 }
 
 /// Everything needed to save a trained model.
@@ -123,7 +137,7 @@ pub fn read_config(dir: &Path) -> std::io::Result<ModelConfig> {
             ),
         ));
     }
-    if config.labels.len() < 2 {
+    if config.task != Task::Regression && config.labels.len() < 2 {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             "a model needs at least 2 labels",

@@ -25,6 +25,7 @@ use super::suspects::Suspect;
 use super::{Observer, TrainError, TrainRequest, TrainResult, check_cancel};
 use crate::backbones::Modality;
 use crate::backbones::registry::Registry;
+use crate::datasets::Task;
 use crate::datasets::split::{self, Split};
 use crate::store::jobs::Stage;
 
@@ -37,13 +38,16 @@ pub struct Engine {
 pub struct TrainOutcome {
     pub recipe: Recipe,
     /// The model's metrics and how it was chosen (shown on the model and the job).
-    pub report: Report,
+    pub report: super::RunReport,
     pub artifact: ModelArtifact,
 }
 
 impl Engine {
     pub fn train(&self, req: &TrainRequest, obs: &mut dyn Observer) -> TrainResult<TrainOutcome> {
         let run = self.prepare(req, obs)?;
+        if req.targets.task() != Task::Classification {
+            return super::tasks::fit::train_task(&run, obs);
+        }
         let mut crossfit = cross_fit(&run, obs)?;
         let evidence = crossfit.evidence(run.recipe.finetune_epochs);
         let selection = select(&crossfit.held, &evidence, &req.labels);
@@ -66,7 +70,7 @@ impl Engine {
         let artifact = package(&run, model, lexical, &report, suspects)?;
         Ok(TrainOutcome {
             recipe: run.recipe,
-            report,
+            report: super::RunReport::Classification(Box::new(report)),
             artifact,
         })
     }
@@ -85,7 +89,7 @@ impl Engine {
         );
         let data = DataProfile::of_labels(
             req.modality,
-            req.labels.len(),
+            req.split_classes(),
             req.examples.iter().map(|e| e.label),
         );
         if data.num_classes < 2 || data.smallest_class == 0 {
@@ -100,6 +104,7 @@ impl Engine {
             req.seed,
             &data,
         );
+        recipe.adapt_to_task(req.targets.task());
         obs.recipe(&recipe);
         let frozen = self.registry.frozen(&recipe.backbone)?;
         if frozen.modality != req.modality {
@@ -254,6 +259,9 @@ fn package(
             temperature: report.calibration.temperature,
             finetuned_backbone: backbone.is_some(),
             lexical,
+            task: Task::Classification,
+            interval_half_width: None,
+            thresholds: None,
         },
         tensors,
         backbone,

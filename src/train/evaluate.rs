@@ -73,7 +73,11 @@ pub fn evaluate_run(
     (report, suspects)
 }
 
-fn validation_report(spec: &ValidationSpec, n: usize, num_valid: usize) -> ValidationReport {
+pub(crate) fn validation_report(
+    spec: &ValidationSpec,
+    n: usize,
+    num_valid: usize,
+) -> ValidationReport {
     match *spec {
         ValidationSpec::Holdout { fraction } => ValidationReport::Holdout {
             fraction,

@@ -177,7 +177,8 @@ impl Prepared<'_> {
         let valid_y: Vec<usize> = valid.iter().map(|&i| self.labels[i]).collect();
         let pair = valid_x.as_ref().map(|x| (x, valid_y.as_slice()));
         let (head, head_best_epoch) = match self.recipe.head_solver {
-            HeadSolver::LogisticCv => (
+            // The other tasks' solvers only run in `super::tasks`.
+            HeadSolver::LogisticCv | HeadSolver::RidgeCv | HeadSolver::BinaryLogisticCv => (
                 self.logistic_head(&train_x, &train_y, pair, plan.tag, obs)?,
                 0,
             ),

@@ -28,6 +28,7 @@ pub mod recipe;
 pub mod report;
 pub mod select;
 pub mod suspects;
+pub mod tasks;
 pub mod training_loop;
 
 use std::path::PathBuf;
@@ -41,12 +42,16 @@ pub use engine::{Engine, TrainOutcome};
 pub use hyper::{Hyperparameters, ValidationSpec};
 pub use recipe::{BackboneChoice, Recipe};
 pub use report::Report;
+pub use tasks::Targets;
+pub use tasks::report::RunReport;
 pub use training_loop::EpochMetrics;
 
 /// One labelled example, its label as an index into the label list.
 #[derive(Debug, Clone)]
 pub struct Example {
     pub input: ExampleInput,
+    /// Classification: the class. Other tasks: the stratum the splits keep in proportion
+    /// (the targets themselves are [`TrainRequest::targets`]).
     pub label: usize,
     /// Position in the stored dataset (for reporting suspicious labels).
     pub index: usize,
@@ -63,8 +68,11 @@ pub enum ExampleInput {
 #[derive(Debug, Clone)]
 pub struct TrainRequest {
     pub modality: Modality,
+    /// Class names (classification), label names (multi-label), none (regression).
     pub labels: Vec<String>,
     pub examples: Vec<Example>,
+    /// What is predicted: the classes in `labels`, or a number, or a set of labels.
+    pub targets: tasks::Targets,
     /// Chosen when the job was submitted.
     pub backbone: BackboneChoice,
     pub hyperparameters: Hyperparameters,
@@ -72,6 +80,16 @@ pub struct TrainRequest {
     pub seed: u64,
     /// Hard cap on training time: fine-tuning stops (keeping its best checkpoint) when spent.
     pub time_budget_s: Option<u64>,
+}
+
+impl TrainRequest {
+    /// Classes the splits stratify by: the classes, or the other tasks' strata.
+    pub fn split_classes(&self) -> usize {
+        match self.targets {
+            Targets::Classes => self.labels.len(),
+            _ => self.examples.iter().map(|e| e.label + 1).max().unwrap_or(0),
+        }
+    }
 }
 
 /// How a running job tells the world what it is doing. Implemented by the job queue.

@@ -24,6 +24,12 @@ pub enum HeadSolver {
     /// Mini-batch AdamW with dropout, label smoothing and early stopping: what the head
     /// hyperparameters (`head_epochs`, `head_lr`, `dropout`, `hidden_units`, …) tune.
     Sgd,
+    /// Regression: ridge regression on standardised targets, its strength chosen by
+    /// cross-validation on the training rows ([`super::tasks::ridge`]).
+    RidgeCv,
+    /// Multi-label: one logistic regression per label (sigmoid, binary cross-entropy),
+    /// each strength chosen by cross-validation on the training rows.
+    BinaryLogisticCv,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -51,6 +57,51 @@ pub struct Recipe {
     pub hidden_units: usize,
     pub max_length: usize,
     pub choices: Vec<Choice>,
+}
+
+impl Recipe {
+    /// Regression and multi-label: the head that fits the task, on frozen features; the
+    /// classification-only choices (fine-tuning, class weights, smoothing) dropped.
+    pub fn adapt_to_task(&mut self, task: crate::datasets::Task) {
+        use crate::datasets::Task;
+        let (solver, reason) = match task {
+            Task::Classification => return,
+            Task::Regression => (
+                HeadSolver::RidgeCv,
+                format!(
+                    "regression: ridge regression on standardised features and standardised targets (squared error), alpha chosen from {:?} by cross-validation on the training rows",
+                    super::tasks::ridge::ALPHA_GRID
+                ),
+            ),
+            Task::Multilabel => (
+                HeadSolver::BinaryLogisticCv,
+                "multi-label: one logistic regression per label (sigmoid outputs, binary cross-entropy), each C chosen by cross-validation on the training rows; per-label thresholds tuned on held-out predictions".into(),
+            ),
+        };
+        self.head_solver = solver;
+        self.finetune_epochs = 0;
+        let dropped = [
+            "head_solver",
+            "finetune_epochs",
+            "class_weights",
+            "label_smoothing",
+        ];
+        self.choices
+            .retain(|c| !dropped.contains(&c.parameter.as_str()));
+        self.choices.push(Choice {
+            parameter: "head_solver".into(),
+            value: json!(solver),
+            reason,
+        });
+        self.choices.push(Choice {
+            parameter: "finetune_epochs".into(),
+            value: json!(0),
+            reason: format!(
+                "{}: fine-tuning is classification-only for now; the head on frozen features is the model",
+                task.as_str()
+            ),
+        });
+    }
 }
 
 struct Chooser<'a> {

@@ -7,6 +7,7 @@ import { confusionHeatMap } from '../charts.js';
 import { tryIt } from './tryit.js';
 import { headline, comparison, crossValidation, candidates, calibration, perClass } from './metrics.js';
 import { suspectsCard } from './suspects.js';
+import { taskSections } from './taskmetrics.js';
 
 function actions(model, navigate) {
   const message = h('div', { id: 'model-action-message' });
@@ -48,6 +49,22 @@ export async function modelPage(view, { params, signal, navigate }) {
   }
   document.title = `Model ${fmt.shortId(id)} · Warmstart`;
   const m = model.metrics || {};
+  const task = taskSections(m);
+  if (task) {
+    replace(view,
+      h('h1', { tabindex: '-1', text: `Model ${fmt.shortId(id)}` }),
+      h('p', { class: 'lead' }, `A ${model.modality} ${model.task} model on `, h('strong', { text: model.backbone }),
+        model.labels.length ? ` with ${model.labels.length} labels: ${model.labels.join(', ')}.` : '.'),
+      actions(model, navigate),
+      task,
+      card('Details', facts([
+        ['Id', h('code', { text: model.id })],
+        ['Created', fmt.date(model.created_at)],
+        ['Head', m.head || '—'],
+        typeof m.train_seconds === 'number' ? ['Training time', `${m.train_seconds.toFixed(1)} s`] : null,
+      ])));
+    return;
+  }
   replace(view,
     h('p', { class: 'crumbs' }, h('a', { href: '#/models', text: 'Models' }), ' / ',
       model.job_id ? h('a', { href: `#/jobs/${model.job_id}`, text: 'job' }) : 'imported',

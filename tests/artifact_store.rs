@@ -6,11 +6,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
+use common::s3::{BUCKET, S3Server, free_port};
 use common::{TestApp, topic_csv};
 use serde_json::{Value, json};
 
@@ -149,99 +149,14 @@ async fn assert_start_fails(url: &str, expect: &str) {
     );
 }
 
-/// An `s3s-fs` server on loopback: `root` holds one folder per bucket.
-struct S3Server {
-    child: Child,
-    port: u16,
-    root: PathBuf,
-    binary: PathBuf,
-}
-
-const BUCKET: &str = "warmstart-test";
-
-impl S3Server {
-    fn binary() -> Option<PathBuf> {
-        if let Ok(path) = std::env::var("WARMSTART_TEST_S3S_FS") {
-            return Some(PathBuf::from(path));
-        }
-        std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|p| p.join("s3s-fs"))
-                .find(|p| p.is_file())
-        })
-    }
-
-    fn start(binary: PathBuf, root: PathBuf, port: u16) -> S3Server {
-        std::fs::create_dir_all(root.join(BUCKET)).unwrap();
-        let child = Command::new(&binary)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args([
-                "--access-key",
-                "warmstart",
-                "--secret-key",
-                "warmstart-secret",
-            ])
-            .arg(&root)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("s3s-fs starts");
-        let server = S3Server {
-            child,
-            port,
-            root,
-            binary,
-        };
-        server.wait_listening();
-        server
-    }
-
-    fn wait_listening(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "s3s-fs did not start listening");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn restart(&mut self) {
-        *self = S3Server::start(self.binary.clone(), self.root.clone(), self.port);
-    }
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The real S3 protocol (object_store's S3 client against s3s-fs): the round trip, then the
 /// server goes away under a running service and comes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_store_round_trip_outage_and_recovery() {
-    let Some(binary) = S3Server::binary() else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "s3s-fs is required in CI (.ci/run installs it with cargo install)"
-        );
-        eprintln!("skipping: s3s-fs not found (cargo install s3s-fs --features binary)");
+    let root = tempfile::tempdir().unwrap();
+    let Some(mut server) = S3Server::start_fresh(root.path().to_path_buf()) else {
         return;
     };
-    let root = tempfile::tempdir().unwrap();
-    let mut server = S3Server::start(binary, root.path().to_path_buf(), free_port());
     // SAFETY: set before any thread of this test binary reads the environment; this is
     // the only test here that sets it, and every value is the same.
     let set_endpoint = |port: u16| unsafe {

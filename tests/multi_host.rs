@@ -1,9 +1,11 @@
-//! Several processes on one PostgreSQL database and one artefact folder, with the real
-//! binary: one `--role api` process and two `--role worker` processes. Twenty jobs all
+//! Several processes on one PostgreSQL database and one S3 bucket (s3s-fs), each with its
+//! own data folder as a separate host would have, with the real binary: one `--role api`
+//! process and two `--role worker` processes. Twenty jobs all
 //! succeed exactly once, spread over both workers; a worker killed with SIGKILL mid-job
 //! loses it to the other worker within the lease time plus the job's run time; the API
 //! process serves models the workers trained; nothing is lost. Needs
-//! `WARMSTART_TEST_POSTGRES_URL` (scripts/start-postgres.sh); fails without it in CI.
+//! `WARMSTART_TEST_POSTGRES_URL` (scripts/start-postgres.sh) and s3s-fs; fails without
+//! them in CI.
 
 mod common;
 
@@ -11,22 +13,27 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use common::http::Client;
-use common::server::{Server, temp_root};
+use common::s3::{BUCKET, S3Server};
+use common::server::{Server, serve_command, temp_root};
 use common::topic_csv;
 use serde_json::{Value, json};
 
 const LEASE_SECS: u64 = 3;
 
-fn start(root: &std::path::Path, url: &str, role: &str, name: &str) -> Server {
+/// A process on its own data folder (in `root`), sharing the database and the bucket.
+fn start(root: &std::path::Path, url: &str, s3: &S3Server, role: &str, name: &str) -> Server {
     let flags = [
         format!("--role={role}"),
         format!("--database-url={url}"),
+        format!("--artifact-store=s3://{BUCKET}/multi-host"),
         format!("--worker-id={name}"),
         format!("--lease-secs={LEASE_SECS}"),
         "--heartbeat-secs=1".to_string(),
     ];
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    Server::start(root, &flags)
+    let mut cmd = serve_command(root, &flags);
+    cmd.envs(s3.env());
+    Server::spawn(cmd, root)
 }
 
 /// Which worker started the job, each time one did (from its `started` events).
@@ -63,10 +70,14 @@ async fn one_api_and_two_workers_share_the_queue_and_survive_a_killed_worker() {
     let Some(url) = common::postgres::fresh_database().await else {
         return;
     };
-    let root = temp_root();
-    let api = start(root.path(), &url, "api", "api");
-    let w1 = start(root.path(), &url, "worker", "w1");
-    let w2 = start(root.path(), &url, "worker", "w2");
+    let bucket_root = tempfile::tempdir().unwrap();
+    let Some(s3) = S3Server::start_fresh(bucket_root.path().to_path_buf()) else {
+        return;
+    };
+    let hosts = [temp_root(), temp_root(), temp_root()];
+    let api = start(hosts[0].path(), &url, &s3, "api", "api");
+    let w1 = start(hosts[1].path(), &url, &s3, "worker", "w1");
+    let w2 = start(hosts[2].path(), &url, &s3, "worker", "w2");
     let c = api.client();
     // A worker's port answers health checks only.
     let (_, ready) = w1.client().get("/readyz").await;
@@ -118,6 +129,10 @@ async fn one_api_and_two_workers_share_the_queue_and_survive_a_killed_worker() {
         .await;
     assert_eq!(status, 200, "{pred}");
     assert!(pred["predictions"][0]["label"].is_string(), "{pred}");
+    // It came through the bucket: the API's data folder holds only the models it fetched.
+    let api_models = hosts[0].path().join("data/models");
+    assert!(api_models.join(model).is_dir());
+    assert_eq!(std::fs::read_dir(&api_models).unwrap().count(), 1);
 
     // A longer job; SIGKILL its worker mid-fine-tuning.
     let long = json!({"dataset_id": ds["id"], "hyperparameters": {"finetune_epochs": 30, "early_stopping_patience": 0}, "validation": {"strategy": "holdout", "fraction": 0.2}});

@@ -163,20 +163,29 @@ impl ParsedDataset {
         }
     }
 
-    /// Classification: at least 2 classes; warnings about look-alike and small classes.
-    fn finish_classes(mut self) -> Result<ParsedDataset, DatasetError> {
-        let counts = self.label_counts();
+    /// Warns about look-alike labels; fails unless there are at least 2 distinct ones.
+    fn check_labels(
+        &mut self,
+        counts: &BTreeMap<String, usize>,
+        has: &str,
+        model: &str,
+    ) -> Result<(), DatasetError> {
         self.warnings
             .extend(labels::lookalike_warning(counts.keys().map(String::as_str)));
         if counts.len() < 2 {
             let only = counts.keys().next().cloned().unwrap_or_default();
             return Err(DatasetError::invalid(
                 Code::TooFewLabels,
-                format!(
-                    "every example has the label {only:?}; a classifier needs at least 2 distinct labels"
-                ),
+                format!("every example {has} {only:?}; {model} needs at least 2 distinct labels"),
             ));
         }
+        Ok(())
+    }
+
+    /// Classification: at least 2 classes; warnings about look-alike and small classes.
+    fn finish_classes(mut self) -> Result<ParsedDataset, DatasetError> {
+        let counts = self.label_counts();
+        self.check_labels(&counts, "has the label", "a classifier")?;
         let small: Vec<String> = counts
             .iter()
             .filter(|(_, n)| **n < 5)
@@ -202,17 +211,7 @@ impl ParsedDataset {
             }
         }
         let counts = self.label_counts();
-        self.warnings
-            .extend(labels::lookalike_warning(counts.keys().map(String::as_str)));
-        if counts.len() < 2 {
-            let only = counts.keys().next().cloned().unwrap_or_default();
-            return Err(DatasetError::invalid(
-                Code::TooFewLabels,
-                format!(
-                    "every example has only the label {only:?}; a multi-label model needs at least 2 distinct labels"
-                ),
-            ));
-        }
+        self.check_labels(&counts, "has only the label", "a multi-label model")?;
         let n = self.examples.len();
         let rare: Vec<String> = counts
             .iter()

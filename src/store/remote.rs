@@ -206,13 +206,7 @@ impl Remote {
             Err(object_store::Error::NotFound { .. }) => return Ok(false),
             Err(e) => return Err(remote_err(&self.url)(e)),
         }
-        let objects: Vec<_> = self
-            .store
-            .list(Some(&base))
-            .try_collect()
-            .await
-            .map_err(remote_err(&self.url))?;
-        for meta in objects {
+        for meta in self.list(&base).await? {
             let Some(parts) = meta.location.prefix_match(&base) else {
                 continue;
             };
@@ -250,23 +244,27 @@ impl Remote {
     /// files. A missing one is not an error.
     pub async fn remove(&self, kind: Kind, id: &str) -> StoreResult<()> {
         let base = self.dir(kind, id);
-        match self.store.delete(&base.child(COMPLETE_MARKER)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(remote_err(&self.url)(e)),
-        }
-        let objects: Vec<_> = self
-            .store
-            .list(Some(&base))
-            .try_collect()
-            .await
-            .map_err(remote_err(&self.url))?;
-        for meta in objects {
-            match self.store.delete(&meta.location).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(remote_err(&self.url)(e)),
-            }
+        self.delete_if_present(&base.child(COMPLETE_MARKER)).await?;
+        for meta in self.list(&base).await? {
+            self.delete_if_present(&meta.location).await?;
         }
         Ok(())
+    }
+
+    /// Every object under `base`.
+    async fn list(&self, base: &ObjectPath) -> StoreResult<Vec<object_store::ObjectMeta>> {
+        self.store
+            .list(Some(base))
+            .try_collect()
+            .await
+            .map_err(remote_err(&self.url))
+    }
+
+    async fn delete_if_present(&self, object: &ObjectPath) -> StoreResult<()> {
+        match self.store.delete(object).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(remote_err(&self.url)(e)),
+        }
     }
 }
 

@@ -180,6 +180,18 @@ pub struct HyperparametersDoc {
     pub hidden_units: Option<u32>,
     /// Text only: tokens kept per example.
     pub max_length: Option<u32>,
+    /// Text only: what fine-tuning optimises; images always use cross-entropy.
+    pub finetune_objective: Option<FinetuneObjectiveDoc>,
+}
+
+/// `cross_entropy`: the classifier's loss, epoch by epoch. `contrastive`: SetFit-style
+/// pairs (same label close, other labels apart), then the head is fitted anew.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = FinetuneObjective)]
+pub enum FinetuneObjectiveDoc {
+    CrossEntropy,
+    Contrastive,
 }
 
 /// Image augmentation: on or off, or the individual transforms.
@@ -407,7 +419,7 @@ mod tests {
                 "head_epochs": 3, "finetune_epochs": 1, "batch_size": 8, "head_lr": 0.01,
                 "backbone_lr": 0.0001, "weight_decay": 0.01, "l1": 0.0, "dropout": 0.1,
                 "label_smoothing": 0.1, "early_stopping_patience": 2, "unfreeze": "all",
-                "class_weights": "balanced", "hidden_units": 0, "max_length": 64,
+                "class_weights": "balanced", "hidden_units": 0, "max_length": 64, "finetune_objective": "contrastive",
                 "augment": {"flip": true, "crop": false, "color_jitter": 0.5}
             }
         })

@@ -120,7 +120,8 @@ impl Engine {
             Stage::ExtractingFeatures,
             "running the frozen backbone once per example",
         );
-        let features = extract(&frozen, &req.examples, recipe.max_length, &device, obs)?;
+        let examples: Vec<&super::Example> = req.examples.iter().collect();
+        let features = extract(&frozen, &examples, recipe.max_length, &device, obs)?;
         let mean_tokens = req
             .examples
             .iter()
@@ -174,7 +175,10 @@ fn cap_finetuning_to_budget(
         ValidationSpec::Holdout { fraction } => (1, (data.num_examples as f64 * fraction) as usize),
     };
     let remaining = budget_s - data.num_examples as f64 * forward_s;
-    let user_set = req.hyperparameters.finetune_epochs.is_some();
+    // Contrastive tuning is a fixed number of steps, far cheaper than an epoch estimate
+    // would say at this size; the deadline still stops it.
+    let user_set = req.hyperparameters.finetune_epochs.is_some()
+        || recipe.finetune_objective == super::hyper::FinetuneObjective::Contrastive;
     if let Some(choice) = budget::fit_epochs_to_budget(
         recipe,
         forward_s,
@@ -204,15 +208,13 @@ fn package(
     report: &Report,
     suspects: Vec<Suspect>,
 ) -> TrainResult<ModelArtifact> {
-    let mut tensors = model.head.named_tensors();
+    let (head, standardizer) = model.head_of(report.selected);
+    let mut tensors = head.named_tensors();
     tensors.push((
         tensor_names::FEATURES_MEAN.into(),
-        model.standardizer.mean.clone(),
+        standardizer.mean.clone(),
     ));
-    tensors.push((
-        tensor_names::FEATURES_STD.into(),
-        model.standardizer.std.clone(),
-    ));
+    tensors.push((tensor_names::FEATURES_STD.into(), standardizer.std.clone()));
     let backbone = match (&model.finetuned, report.selected) {
         (Some(ft), Candidate::Finetuned) => Some(ft.backbone.net.export_weights()?),
         _ => None,

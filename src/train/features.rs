@@ -14,7 +14,7 @@ const EXTRACT_BATCH: usize = 32;
 /// Pooled features `[N, D]` of `examples`, in their order.
 pub fn extract(
     backbone: &LoadedBackbone,
-    examples: &[Example],
+    examples: &[&Example],
     max_length: usize,
     device: &Device,
     obs: &mut dyn Observer,
@@ -32,7 +32,7 @@ pub fn extract(
     let mut done = 0;
     for chunk in order.chunks(EXTRACT_BATCH) {
         check_cancel(obs)?;
-        let batch_examples: Vec<&Example> = chunk.iter().map(|&i| &examples[i]).collect();
+        let batch_examples: Vec<&Example> = chunk.iter().map(|&i| examples[i]).collect();
         let batch = make_batch(backbone, &batch_examples, &opts, None, device)?;
         let feats = backbone.net.forward(&batch, false)?.detach();
         for (j, &i) in chunk.iter().enumerate() {

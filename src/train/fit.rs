@@ -8,14 +8,16 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 
 use super::baseline::BaselineData;
-use super::features::{Standardizer, select_rows};
+use super::contrastive::{ContrastiveRun, contrastive_tune};
+use super::features::{Standardizer, extract, select_rows};
 use super::finetune::{FinetuneRun, finetune, predict_logits as ft_logits};
 use super::head::{Head, balanced_class_weights};
 use super::head_train::{HeadTrainConfig, evaluate_logits, predict_logits, train_head};
-use super::hyper::{ClassWeights, DataProfile};
+use super::hyper::{ClassWeights, DataProfile, FinetuneObjective};
 use super::lexical::LexicalModel;
 use super::logreg::{C_GRID, LinearModel, Problem};
 use super::recipe::{HeadSolver, Recipe};
+use super::report::Candidate;
 use super::training_loop::{EpochMetrics, Evaluation, FitTag};
 use super::{Example, Observer, TrainRequest, TrainResult, check_cancel};
 use crate::backbones::WeightsMode;
@@ -71,9 +73,20 @@ pub struct FinetunedFit {
     pub eval: Option<Evaluation>,
     pub logits: Vec<Vec<f32>>,
     pub backbone: LoadedBackbone,
+    /// Contrastive tuning fits its own head and standardisation on the tuned features
+    /// (cross-entropy fine-tuning trains the split's head in place: `None`).
+    pub own_head: Option<(Head, Standardizer)>,
 }
 
 impl SplitFit {
+    /// The head and feature standardisation of a candidate.
+    pub fn head_of(&self, c: Candidate) -> (&Head, &Standardizer) {
+        match (c, self.finetuned.as_ref().and_then(|f| f.own_head.as_ref())) {
+            (Candidate::Finetuned, Some((head, standardizer))) => (head, standardizer),
+            _ => (&self.head, &self.standardizer),
+        }
+    }
+
     /// Validation logits of the better candidate.
     pub fn best_logits(&self) -> &[Vec<f32>] {
         self.finetuned
@@ -206,7 +219,14 @@ impl Prepared<'_> {
             standardizer,
         };
         if plan.finetune_epochs > 0 {
-            self.finetune_fit(&mut fit, train, valid, plan, obs)?;
+            match self.recipe.finetune_objective {
+                FinetuneObjective::CrossEntropy => {
+                    self.finetune_fit(&mut fit, train, valid, plan, obs)?
+                }
+                FinetuneObjective::Contrastive => {
+                    self.contrastive_fit(&mut fit, train, valid, plan, obs)?
+                }
+            }
         }
         Ok(fit)
     }
@@ -340,6 +360,85 @@ impl Prepared<'_> {
             eval: ft.best,
             logits,
             backbone: trainable,
+            own_head: None,
+        });
+        Ok(())
+    }
+
+    /// Text: tunes a fresh trainable copy of the backbone on pairs of the training rows
+    /// ([`contrastive_tune`]), extracts their features again, and fits a new logistic head
+    /// on them; keeps it in `fit` when it beat the head on validation loss (or when there
+    /// is no validation data to judge by).
+    fn contrastive_fit(
+        &self,
+        fit: &mut SplitFit,
+        train: &[usize],
+        valid: &[usize],
+        plan: FitPlan,
+        obs: &mut dyn Observer,
+    ) -> TrainResult<()> {
+        check_cancel(obs)?;
+        obs.stage(
+            Stage::Finetuning,
+            "contrastive tuning of the backbone on pairs of examples",
+        );
+        let r = &self.recipe;
+        let trainable = self
+            .registry
+            .load(&r.backbone, None, WeightsMode::Trainable)?;
+        trainable.net.seed(r.seed ^ train.len() as u64);
+        let train_ex = self.examples(train);
+        let run = ContrastiveRun {
+            backbone: &trainable,
+            train: &train_ex,
+            recipe: r,
+            deadline: self.deadline,
+            tag: plan.tag,
+            device: &self.device,
+        };
+        contrastive_tune(&run, obs)?;
+        let rows: Vec<usize> = train.iter().chain(valid).copied().collect();
+        let feats = extract(
+            &trainable,
+            &self.examples(&rows),
+            r.max_length,
+            &self.device,
+            obs,
+        )?;
+        let train_raw = feats.narrow(0, 0, train.len())?;
+        let standardizer = Standardizer::fit(&train_raw)?;
+        let train_x = standardizer.apply(&train_raw)?;
+        let train_y: Vec<usize> = train.iter().map(|&i| self.labels[i]).collect();
+        let valid_y: Vec<usize> = valid.iter().map(|&i| self.labels[i]).collect();
+        let valid_x = match valid.is_empty() {
+            true => None,
+            false => Some(standardizer.apply(&feats.narrow(0, train.len(), valid.len())?)?),
+        };
+        let pair = valid_x.as_ref().map(|x| (x, valid_y.as_slice()));
+        let head = self.logistic_head(&train_x, &train_y, pair, plan.tag, obs)?;
+        let (logits, eval) = match &valid_x {
+            Some(x) => {
+                let logits = predict_logits(&head, x)?;
+                let eval = evaluate_logits(&logits, &valid_y);
+                (logits, Some(eval))
+            }
+            None => (Vec::new(), None),
+        };
+        if let (Some(e), Some(h)) = (eval, fit.head_eval)
+            && e.loss >= h.loss - 1e-6
+        {
+            obs.log(&format!(
+                "contrastive tuning: validation loss {:.4} did not beat the head's {:.4}",
+                e.loss, h.loss
+            ));
+            return Ok(());
+        }
+        fit.finetune_best_epoch = 1;
+        fit.finetuned = Some(FinetunedFit {
+            eval,
+            logits,
+            backbone: trainable,
+            own_head: Some((head, standardizer)),
         });
         Ok(())
     }

@@ -67,6 +67,18 @@ impl Default for AugmentOptions {
     }
 }
 
+/// `finetune_objective`: what fine-tuning optimises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinetuneObjective {
+    /// The classifier's cross-entropy, backbone and head together, epoch by epoch.
+    CrossEntropy,
+    /// Text: SetFit-style pairs: the backbone learns to put same-label texts close and
+    /// other-label texts apart (cosine similarity), then the logistic head is fitted anew
+    /// on its features ([`super::contrastive`]).
+    Contrastive,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ClassWeights {
@@ -95,6 +107,8 @@ pub struct Hyperparameters {
     pub hidden_units: Option<u32>,
     /// Text only: tokens kept per example.
     pub max_length: Option<u32>,
+    /// Text only: what fine-tuning optimises (images always use cross-entropy).
+    pub finetune_objective: Option<FinetuneObjective>,
 }
 
 /// `validation`: how the data is split to measure the model.

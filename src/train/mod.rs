@@ -10,6 +10,7 @@ pub mod artifact;
 pub mod baseline;
 pub mod budget;
 pub mod calibration;
+pub mod contrastive;
 pub mod crossfit;
 pub mod engine;
 pub mod evaluate;

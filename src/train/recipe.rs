@@ -4,9 +4,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::contrastive::CONTRASTIVE_STEPS;
 use super::hyper::{
-    AugmentOptions, AugmentSpec, Choice, ClassWeights, DataProfile, Hyperparameters, Unfreeze,
-    ValidationSpec,
+    AugmentOptions, AugmentSpec, Choice, ClassWeights, DataProfile, FinetuneObjective,
+    Hyperparameters, Unfreeze, ValidationSpec,
 };
 use crate::backbones::Modality;
 
@@ -42,6 +43,9 @@ pub struct Recipe {
     pub head_batch_size: usize,
     pub head_lr: f64,
     pub finetune_epochs: u32,
+    /// What fine-tuning optimises (contrastive: text only, one pass of
+    /// [`CONTRASTIVE_STEPS`] steps per "epoch").
+    pub finetune_objective: FinetuneObjective,
     pub batch_size: usize,
     pub backbone_lr: f64,
     /// Head rate while fine-tuning (the backbone's is far lower).
@@ -188,6 +192,31 @@ fn head_solver(h: &Hyperparameters) -> (HeadSolver, String) {
     }
 }
 
+/// Text with fewer examples than this per class fine-tunes by contrastive pairs; more, by
+/// cross-entropy.
+pub const CONTRASTIVE_BELOW_PER_CLASS: f64 = 16.0;
+
+/// Contrastive pairs for text with few examples per class, cross-entropy otherwise.
+fn finetune_objective(text: bool, per_class: f64) -> (FinetuneObjective, String) {
+    if text && per_class < CONTRASTIVE_BELOW_PER_CLASS {
+        (
+            FinetuneObjective::Contrastive,
+            format!(
+                "text, fewer than {CONTRASTIVE_BELOW_PER_CLASS:.0} per class ({per_class:.1}): SetFit-style contrastive tuning ({CONTRASTIVE_STEPS} steps on every pair of a batch of texts: same label close, other labels apart), then the logistic head fitted anew; with so few examples cross-entropy fine-tuning is early-stopped on the rows that judge it, and on the public benchmark (tweets, spam, r8 at 8 per class) the pairs beat it"
+            ),
+        )
+    } else {
+        let why = if text {
+            format!(
+                "text, {per_class:.0} per class: cross-entropy fine-tuning of backbone and head"
+            )
+        } else {
+            "images: cross-entropy fine-tuning of backbone and head".to_string()
+        };
+        (FinetuneObjective::CrossEntropy, why)
+    }
+}
+
 /// Resolves every hyperparameter for this data and the chosen backbone.
 pub fn resolve(
     h: &Hyperparameters,
@@ -235,15 +264,30 @@ pub fn resolve(
     let head_lr = c.pick("head_lr", c.given.head_lr, || {
         (1e-3, "AdamW on standardised features".into())
     });
+    let given_objective = match c.given.finetune_objective {
+        Some(FinetuneObjective::Contrastive) if !text => {
+            c.choices.push(Choice {
+                parameter: "finetune_objective".into(),
+                value: json!(FinetuneObjective::CrossEntropy),
+                reason: "contrastive tuning is for text; images fine-tune by cross-entropy".into(),
+            });
+            Some(FinetuneObjective::CrossEntropy)
+        }
+        other => other,
+    };
+    let finetune_objective = c.pick("finetune_objective", given_objective, || {
+        finetune_objective(text, per_class)
+    });
+    let contrastive = finetune_objective == FinetuneObjective::Contrastive;
     let finetune_epochs = c.pick("finetune_epochs", c.given.finetune_epochs, || {
         let (e, why) = match (text, n_train) {
+            (true, _) if contrastive => (
+                1,
+                "contrastive tuning: one pass of pair steps",
+            ),
             (false, _) if per_class <= 10.0 => (
                 0,
                 "images, at most 10 per class: a well-regularised head on frozen features is hard to beat and fine-tuning mostly fits noise",
-            ),
-            (true, _) if per_class < 16.0 => (
-                0,
-                "text, fewer than 16 per class: with so few examples each fold's fine-tuned predictions are early-stopped on the very rows that judge them, and on the public benchmark (tweets and spam, 8 per class) the fine-tuned model this kept lost 4 points to a linear probe on unseen data; the tuned head, blended with the lexical model when that helps, is used",
             ),
             (true, 0..=2000) => (4, "small text set"),
             (true, 2001..=10000) => (3, "medium text set"),
@@ -265,7 +309,12 @@ pub fn resolve(
         )
     });
     let backbone_lr = c.pick("backbone_lr", c.given.backbone_lr, || {
-        if text {
+        if contrastive {
+            (
+                super::contrastive::CONTRASTIVE_LR,
+                "contrastive tuning: few steps, so a higher rate than cross-entropy fine-tuning's, decayed linearly to 0".into(),
+            )
+        } else if text {
             (
                 3e-5,
                 "standard BERT fine-tuning rate, far below the head's".into(),
@@ -349,6 +398,7 @@ pub fn resolve(
         head_batch_size,
         head_lr,
         finetune_epochs,
+        finetune_objective,
         batch_size,
         backbone_lr,
         finetune_head_lr,
@@ -363,5 +413,51 @@ pub fn resolve(
         hidden_units,
         max_length,
         choices,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recipe(modality: Modality, per_class: usize, h: &Hyperparameters) -> Recipe {
+        let backbone = BackboneChoice {
+            id: "b".into(),
+            reason: None,
+        };
+        let data = DataProfile::of_counts(modality, &[per_class, per_class]);
+        resolve(h, None, &backbone, 0, &data)
+    }
+
+    #[test]
+    fn few_texts_per_class_tune_by_pairs_more_by_cross_entropy() {
+        let h = Hyperparameters::default();
+        let few = recipe(Modality::Text, 8, &h);
+        assert_eq!(few.finetune_objective, FinetuneObjective::Contrastive);
+        assert_eq!(few.finetune_epochs, 1);
+        assert_eq!(few.backbone_lr, super::super::contrastive::CONTRASTIVE_LR);
+        let many = recipe(Modality::Text, 64, &h);
+        assert_eq!(many.finetune_objective, FinetuneObjective::CrossEntropy);
+        assert!(many.finetune_epochs > 1);
+        let images = recipe(Modality::Image, 8, &h);
+        assert_eq!(images.finetune_objective, FinetuneObjective::CrossEntropy);
+    }
+
+    #[test]
+    fn contrastive_asked_for_images_falls_back_and_says_so() {
+        let h = Hyperparameters {
+            finetune_objective: Some(FinetuneObjective::Contrastive),
+            ..Default::default()
+        };
+        let r = recipe(Modality::Image, 50, &h);
+        assert_eq!(r.finetune_objective, FinetuneObjective::CrossEntropy);
+        let why = r
+            .choices
+            .iter()
+            .find(|c| c.parameter == "finetune_objective")
+            .expect("the fallback is explained");
+        assert!(why.reason.contains("for text"), "{}", why.reason);
+        let text = recipe(Modality::Text, 64, &h);
+        assert_eq!(text.finetune_objective, FinetuneObjective::Contrastive);
     }
 }

@@ -15,7 +15,7 @@ use super::{Observer, TrainResult, check_cancel};
 pub struct SplitSummary {
     pub num_valid: usize,
     pub head: Option<SplitEval>,
-    /// Set when fine-tuning beat the head on this split.
+    /// Set when fine-tuning beat the head on this split (contrastive tuning: always).
     pub finetuned: Option<SplitEval>,
     pub head_best_epoch: u32,
     pub finetune_best_epoch: u32,

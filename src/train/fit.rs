@@ -62,7 +62,8 @@ pub struct SplitFit {
     pub head_best_epoch: u32,
     /// Head-only logits on the split's validation rows.
     pub head_logits: Vec<Vec<f32>>,
-    /// Set when fine-tuning beat the head on validation loss (or, without validation, ran).
+    /// Set when fine-tuning beat the head on validation loss (or, without validation, ran);
+    /// contrastive tuning always.
     pub finetuned: Option<FinetunedFit>,
     /// Best fine-tuning epoch (0 when fine-tuning did not help or did not run).
     pub finetune_best_epoch: u32,
@@ -367,8 +368,7 @@ impl Prepared<'_> {
 
     /// Text: tunes a fresh trainable copy of the backbone on pairs of the training rows
     /// ([`contrastive_tune`]), extracts their features again, and fits a new logistic head
-    /// on them; keeps it in `fit` when it beat the head on validation loss (or when there
-    /// is no validation data to judge by).
+    /// on them; always keeps it in `fit` (selection compares the candidates over all splits).
     fn contrastive_fit(
         &self,
         fit: &mut SplitFit,
@@ -424,14 +424,14 @@ impl Prepared<'_> {
             }
             None => (Vec::new(), None),
         };
-        if let (Some(e), Some(h)) = (eval, fit.head_eval)
-            && e.loss >= h.loss - 1e-6
-        {
+        // Kept on every split, better or worse: its head is refitted (sharper, its C chosen
+        // anew), so a per-split comparison of uncalibrated losses says little; selection
+        // judges all splits together on calibrated held-out loss.
+        if let (Some(e), Some(h)) = (eval, fit.head_eval) {
             obs.log(&format!(
-                "contrastive tuning: validation loss {:.4} did not beat the head's {:.4}",
-                e.loss, h.loss
+                "contrastive tuning: validation loss {:.4} (head on frozen features {:.4}), accuracy {:.3} ({:.3})",
+                e.loss, h.loss, e.accuracy, h.accuracy
             ));
-            return Ok(());
         }
         fit.finetune_best_epoch = 1;
         fit.finetuned = Some(FinetunedFit {

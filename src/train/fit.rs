@@ -307,6 +307,17 @@ impl Prepared<'_> {
         Head::from_linear(&weight, &bias, self.recipe.dropout as f32, self.recipe.seed)
     }
 
+    /// A fresh trainable copy of the backbone, its randomness seeded from the recipe and
+    /// the split's size (both fine-tuning objectives start from one).
+    fn fresh_trainable(&self, num_train: usize) -> TrainResult<LoadedBackbone> {
+        let r = &self.recipe;
+        let trainable = self
+            .registry
+            .load(&r.backbone, None, WeightsMode::Trainable)?;
+        trainable.net.seed(r.seed ^ num_train as u64);
+        Ok(trainable)
+    }
+
     /// Fine-tunes a fresh trainable copy of the backbone with the fitted head; keeps it in
     /// `fit` when it beat the head (or when there is no validation data to judge by).
     fn finetune_fit(
@@ -324,10 +335,7 @@ impl Prepared<'_> {
         );
         let r = &self.recipe;
         let snapshot = fit.head.snapshot()?;
-        let trainable = self
-            .registry
-            .load(&r.backbone, None, WeightsMode::Trainable)?;
-        trainable.net.seed(r.seed ^ train.len() as u64);
+        let trainable = self.fresh_trainable(train.len())?;
         let (train_ex, valid_ex) = (self.examples(train), self.examples(valid));
         let run = FinetuneRun {
             backbone: &trainable,
@@ -383,10 +391,7 @@ impl Prepared<'_> {
             "contrastive tuning of the backbone on pairs of examples",
         );
         let r = &self.recipe;
-        let trainable = self
-            .registry
-            .load(&r.backbone, None, WeightsMode::Trainable)?;
-        trainable.net.seed(r.seed ^ train.len() as u64);
+        let trainable = self.fresh_trainable(train.len())?;
         let train_ex = self.examples(train);
         let run = ContrastiveRun {
             backbone: &trainable,

@@ -399,7 +399,8 @@ async fn small_datasets_default_to_kfold_with_a_final_fit_on_all_data() {
     let (_, job) = app
         .train(
             &topic_csv(8),
-            json!({"hyperparameters": {"finetune_epochs": 1, "head_epochs": 10}}),
+            // Cross-entropy: contrastive tuning (the default at 8 per class) uses 3 folds.
+            json!({"hyperparameters": {"finetune_epochs": 1, "head_epochs": 10, "finetune_objective": "cross_entropy"}}),
         )
         .await;
     let choice = job["config"]["choices"]

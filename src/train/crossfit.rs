@@ -6,6 +6,7 @@
 use super::baseline;
 use super::fit::{FitPlan, Prepared, SplitFit};
 use super::lexical::LexicalModel;
+use super::recipe::Recipe;
 use super::report::{Candidate, FinalFit, SplitEval};
 use super::select::{FinetuneEvidence, HeldOut, Selection};
 use super::training_loop::FitTag;
@@ -42,9 +43,10 @@ impl CrossFit {
     }
 
     /// What the splits say about fine-tuning, for [`super::select::select`].
-    pub fn evidence(&self, finetune_epochs: u32) -> FinetuneEvidence {
+    pub fn evidence(&self, recipe: &Recipe) -> FinetuneEvidence {
         FinetuneEvidence {
-            ran: finetune_epochs > 0,
+            objective: recipe.finetune_objective,
+            ran: recipe.finetune_epochs > 0,
             improved_splits: self.splits.iter().filter(|s| s.finetuned.is_some()).count(),
             final_epochs: self
                 .is_kfold()
@@ -146,10 +148,7 @@ pub fn final_fit(
     check_cancel(obs)?;
     let head_epochs = mean_rounded(crossfit.splits.iter().map(|s| s.head_best_epoch)).max(1);
     let finetune_epochs = match selection.chosen {
-        Candidate::Finetuned => crossfit
-            .evidence(run.recipe.finetune_epochs)
-            .final_epochs
-            .unwrap_or(0),
+        Candidate::Finetuned => crossfit.evidence(&run.recipe).final_epochs.unwrap_or(0),
         Candidate::HeadOnly => 0,
     };
     obs.log(&format!(

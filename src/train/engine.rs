@@ -49,7 +49,7 @@ impl Engine {
             return super::tasks::fit::train_task(&run, obs);
         }
         let mut crossfit = cross_fit(&run, obs)?;
-        let evidence = crossfit.evidence(run.recipe.finetune_epochs);
+        let evidence = crossfit.evidence(&run.recipe);
         let selection = select(&crossfit.held, &evidence, &req.labels);
         obs.log(&format!(
             "selected {}: {}",

@@ -79,6 +79,16 @@ pub enum FinetuneObjective {
     Contrastive,
 }
 
+impl FinetuneObjective {
+    /// What the job's messages call it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            FinetuneObjective::CrossEntropy => "fine-tuning",
+            FinetuneObjective::Contrastive => "contrastive tuning",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ClassWeights {

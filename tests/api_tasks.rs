@@ -111,6 +111,32 @@ async fn regression_upload_job_and_predict() {
     let events = app.events(job["id"].as_str().unwrap()).await;
     let last = events.last().unwrap();
     assert_eq!(last["metrics"]["task"], "regression", "{last}");
+    // A small text set fine-tunes on the Huber loss in every fold, and selection says
+    // which candidate it kept and why.
+    let choices = job["config"]["choices"].as_array().unwrap();
+    assert!(
+        choices
+            .iter()
+            .any(|c| c["parameter"] == "finetune_loss" && c["value"] == "huber"),
+        "{choices:?}"
+    );
+    for fold in 1..=5 {
+        assert!(
+            events.iter().any(|e| e["kind"] == "epoch"
+                && e["stage"] == "finetuning"
+                && e["metrics"]["fold"] == fold
+                && e["metrics"]["train_loss"].is_number()),
+            "fold {fold}: {events:?}"
+        );
+    }
+    assert!(
+        ["head_only", "finetuned"].contains(&m["selected"].as_str().unwrap()),
+        "{m}"
+    );
+    assert!(
+        m["finetuning"].as_str().unwrap().contains("standard error"),
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,6 +180,17 @@ async fn multilabel_upload_job_and_predict() {
             .collect();
         assert!(s.windows(2).all(|w| w[0] >= w[1]), "{pred}");
     }
+    let choices = job["config"]["choices"].as_array().unwrap();
+    assert!(
+        choices
+            .iter()
+            .any(|c| c["parameter"] == "finetune_loss" && c["value"] == "binary_cross_entropy"),
+        "{choices:?}"
+    );
+    assert!(
+        m["selected"].is_string() && m["finetuning"].is_string(),
+        "{m}"
+    );
 }
 
 async fn refused(

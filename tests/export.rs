@@ -352,3 +352,75 @@ async fn real_efficientnet_model_predicts_the_same_without_the_backbone_installe
     assert_eq!(bundled["resolution"], config["resolution"], "{bundled}");
     assert!(bundled["resolution"].as_u64().unwrap() >= 224, "{bundled}");
 }
+
+/// Texts whose number is a sum of word weights.
+fn rating_csv(n: usize) -> String {
+    let words = [("good", 2.0), ("bad", -2.0), ("fine", 0.5), ("great", 3.0)];
+    let mut out = String::from("text,label\n");
+    for i in 0..n {
+        let (a, wa) = words[i % 4];
+        let (b, wb) = words[(i * 3 + 1) % 4];
+        out.push_str(&format!("\"{a} and {b} item {i}\",{:.2}\n", wa + wb));
+    }
+    out
+}
+
+async fn values(app: &TestApp, model: &str, texts: &[&str]) -> Vec<f64> {
+    let (status, body) = app
+        .post_json(
+            &format!("/v1/models/{model}/predict"),
+            json!({ "inputs": texts }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["value"].as_f64().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_regression_model_exports_its_task_metrics_and_predicts_the_same_after_import() {
+    let trainer = TestApp::start().await;
+    let empty = without_backbones().await;
+    let model = train(
+        &trainer,
+        "ratings.csv",
+        rating_csv(40).as_bytes(),
+        json!({}),
+    )
+    .await;
+    let (status, _, archive) = trainer.download_model(&model).await;
+    assert_eq!(status, StatusCode::OK);
+    let archive = archive.to_vec();
+    let card = String::from_utf8(entry(&archive, "MODEL_CARD.md")).unwrap();
+    for needle in [
+        "A text regression model",
+        "## Held-out metrics",
+        "MAE ",
+        "No-transfer baseline (ridge regression on TF-IDF",
+        "Always predicting the training mean",
+        "Kept candidate",
+        "standard error",
+    ] {
+        assert!(card.contains(needle), "{needle} missing:\n{card}");
+    }
+    assert!(!card.contains("## Calibration"), "{card}");
+    let config: Value = serde_json::from_slice(&entry(&archive, "model.json")).unwrap();
+    let metrics: Value = serde_json::from_slice(&entry(&archive, "metrics.json")).unwrap();
+    assert_eq!(
+        config["finetuned_backbone"] == true,
+        metrics["selected"] == "finetuned",
+        "{config} {metrics}"
+    );
+    let (status, imported) = import(&empty, &archive).await;
+    assert_eq!(status, StatusCode::CREATED, "{imported}");
+    let texts = ["good and great", "bad and fine"];
+    let before = values(&trainer, &model, &texts).await;
+    let after = values(&empty, imported["id"].as_str().unwrap(), &texts).await;
+    for (a, b) in before.iter().zip(&after) {
+        assert!((a - b).abs() < 1e-5, "{before:?} vs {after:?}");
+    }
+}

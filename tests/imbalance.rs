@@ -104,6 +104,7 @@ fn balanced_weights_raise_minority_recall() {
 fn the_automatic_recipe_balances_skewed_classes_only() {
     let profile = |smallest, largest| DataProfile {
         modality: Modality::Text,
+        task: warmstart::datasets::Task::Classification,
         num_examples: smallest + largest,
         num_classes: 2,
         smallest_class: smallest,

@@ -129,6 +129,11 @@ async fn job_on(app: &TestApp, csv: &str) -> Value {
         .wait_job(job["id"].as_str().unwrap(), Duration::from_secs(600))
         .await;
     assert_eq!(job["status"], "succeeded", "{job}");
+    let m = &job["metrics"];
+    eprintln!(
+        "kept {} ({}); head: {}; {:.1} s",
+        m["selected"], m["finetuning"], m["head"], m["train_seconds"]
+    );
     job
 }
 

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::types::{Dataset, Job, Metrics, Model, Prediction};
+use super::types::{Baseline, Dataset, Job, Metrics, Model, Prediction};
 
 /// Columns padded to their widest cell; the last column is not padded.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
@@ -133,27 +133,50 @@ pub fn jobs(list: &[Job]) -> String {
     )
 }
 
+/// The headline held-out numbers of the model's task.
+fn headline(m: &Metrics) -> String {
+    match m.task.as_deref() {
+        Some("regression") => format!(
+            "MAE {}  RMSE {}  R² {}  Spearman {}",
+            num(m.mae),
+            num(m.rmse),
+            num(m.r2),
+            num(m.spearman)
+        ),
+        Some("multilabel") => format!(
+            "micro F1 {}  macro F1 {}  subset accuracy {}",
+            num(m.micro_f1),
+            num(m.macro_f1),
+            num(m.subset_accuracy)
+        ),
+        _ => format!(
+            "accuracy {}  macro F1 {}  log loss {}  ECE {}",
+            num(m.accuracy),
+            num(m.macro_f1),
+            num(m.log_loss),
+            num(m.ece)
+        ),
+    }
+}
+
+/// The baseline's numbers, in the same terms as [`headline`].
+fn baseline(m: &Metrics, b: &Baseline) -> String {
+    match m.task.as_deref() {
+        Some("regression") => format!("MAE {}  R² {}", num(b.mae), num(b.r2)),
+        Some("multilabel") => format!("micro F1 {}  macro F1 {}", num(b.micro_f1), num(b.macro_f1)),
+        _ => format!("accuracy {}  macro F1 {}", num(b.accuracy), num(b.macro_f1)),
+    }
+}
+
 /// The held-out metrics: the headline numbers, then one row per class.
 pub fn metrics(m: &Metrics) -> String {
-    let mut out = format!(
-        "accuracy {}  macro F1 {}  log loss {}  ECE {}",
-        num(m.accuracy),
-        num(m.macro_f1),
-        num(m.log_loss),
-        num(m.ece)
-    );
+    let mut out = headline(m);
     if let Some(n) = m.num_examples {
         let _ = write!(out, "  (held out: {n} examples)");
     }
     out.push('\n');
     if let Some(b) = &m.baseline {
-        let _ = writeln!(
-            out,
-            "baseline ({}): accuracy {}  macro F1 {}",
-            b.method,
-            num(b.accuracy),
-            num(b.macro_f1)
-        );
+        let _ = writeln!(out, "baseline ({}): {}", b.method, baseline(m, b));
     }
     if let Some(kept) = &m.selected {
         let _ = write!(out, "kept: {kept}");
@@ -207,38 +230,76 @@ pub fn models(list: &[Model]) -> String {
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|m| {
-            let acc = m.metrics.as_ref().and_then(|x| x.accuracy);
+            let score = m.metrics.as_ref().map_or_else(|| num(None), score);
             vec![
                 m.id.clone(),
                 m.backbone.clone(),
                 m.modality.clone(),
                 m.labels.len().to_string(),
-                num(acc),
+                score,
                 m.created_at.clone(),
             ]
         })
         .collect();
     table(
-        &[
-            "ID", "BACKBONE", "MODALITY", "LABELS", "ACCURACY", "CREATED",
-        ],
+        &["ID", "BACKBONE", "MODALITY", "LABELS", "SCORE", "CREATED"],
         &rows,
     )
 }
 
-/// One line per input: the input, the label and its score, then the other top labels.
+/// A model's one held-out figure for lists: accuracy, R² or micro-F1.
+fn score(m: &Metrics) -> String {
+    match m.task.as_deref() {
+        Some("regression") => format!("R² {}", num(m.r2)),
+        Some("multilabel") => format!("micro-F1 {}", num(m.micro_f1)),
+        _ => num(m.accuracy),
+    }
+}
+
+/// One line per input: the input and its prediction — the label and its score, then the
+/// other top labels; the value and its interval; or the labels above their thresholds.
 pub fn predictions(inputs: &[String], predictions: &[Prediction]) -> String {
     let mut out = String::new();
     for (input, p) in inputs.iter().zip(predictions) {
-        let others: Vec<String> = p
-            .top_k
-            .iter()
-            .skip(1)
-            .map(|s| format!("{} {:.3}", s.label, s.score))
-            .collect();
-        let _ = write!(out, "{input:?} → {} ({:.3})", p.label, p.score);
-        if !others.is_empty() {
-            let _ = write!(out, "  [then: {}]", others.join(", "));
+        let _ = write!(out, "{input:?} → ");
+        match p {
+            Prediction::Class {
+                label,
+                score,
+                top_k,
+            } => {
+                let others: Vec<String> = top_k
+                    .iter()
+                    .skip(1)
+                    .map(|s| format!("{} {:.3}", s.label, s.score))
+                    .collect();
+                let _ = write!(out, "{label} ({score:.3})");
+                if !others.is_empty() {
+                    let _ = write!(out, "  [then: {}]", others.join(", "));
+                }
+            }
+            Prediction::Value { value, interval } => {
+                let _ = write!(out, "{value:.4}");
+                if let Some([lo, hi]) = interval {
+                    let _ = write!(out, "  [interval {lo:.4} to {hi:.4}]");
+                }
+            }
+            Prediction::Labels { labels, scores } => {
+                let shown: Vec<String> = scores
+                    .iter()
+                    .map(|s| format!("{} {:.3}", s.label, s.score))
+                    .collect();
+                let _ = write!(
+                    out,
+                    "{}  [scores: {}]",
+                    if labels.is_empty() {
+                        "(no label)".to_string()
+                    } else {
+                        labels.join(", ")
+                    },
+                    shown.join(", ")
+                );
+            }
         }
         out.push('\n');
     }
@@ -259,5 +320,40 @@ mod tests {
             ],
         );
         assert_eq!(t, "ID    NAME\na     x\nlong  y\n");
+    }
+
+    #[test]
+    fn every_task_prints_its_own_prediction_and_headline() {
+        let preds: Vec<Prediction> = serde_json::from_str(
+            r#"[{"label":"a","score":0.9,"top_k":[{"label":"a","score":0.9},{"label":"b","score":0.1}]},
+                {"value":2.5,"interval":[2.0,3.0]},
+                {"labels":["x"],"scores":[{"label":"x","score":0.8},{"label":"y","score":0.2}]}]"#,
+        )
+        .unwrap();
+        let inputs: Vec<String> = ["one", "two", "three"].map(String::from).to_vec();
+        let out = predictions(&inputs, &preds);
+        assert!(
+            out.contains("\"one\" → a (0.900)  [then: b 0.100]"),
+            "{out}"
+        );
+        assert!(
+            out.contains("\"two\" → 2.5000  [interval 2.0000 to 3.0000]"),
+            "{out}"
+        );
+        assert!(
+            out.contains("\"three\" → x  [scores: x 0.800, y 0.200]"),
+            "{out}"
+        );
+        let m: Metrics = serde_json::from_str(
+            r#"{"task":"regression","mae":0.5,"rmse":0.7,"r2":0.9,"spearman":0.95,"baseline":{"method":"ridge","mae":1.0,"r2":0.4}}"#,
+        )
+        .unwrap();
+        let text = metrics(&m);
+        assert!(text.starts_with("MAE 0.500"), "{text}");
+        assert!(
+            text.contains("baseline (ridge): MAE 1.000  R² 0.400"),
+            "{text}"
+        );
+        assert_eq!(score(&m), "R² 0.900");
     }
 }

@@ -77,12 +77,23 @@ pub struct Baseline {
     pub method: String,
     pub accuracy: Option<f64>,
     pub macro_f1: Option<f64>,
+    pub mae: Option<f64>,
+    pub r2: Option<f64>,
+    pub micro_f1: Option<f64>,
 }
 
 /// A trained model's held-out metrics (also a finished job's `metrics`). Running jobs
 /// carry epoch metrics instead, so everything is optional.
 #[derive(Debug, Default, Deserialize)]
 pub struct Metrics {
+    /// `regression` or `multilabel` (absent for classification).
+    pub task: Option<String>,
+    pub mae: Option<f64>,
+    pub rmse: Option<f64>,
+    pub r2: Option<f64>,
+    pub spearman: Option<f64>,
+    pub micro_f1: Option<f64>,
+    pub subset_accuracy: Option<f64>,
     pub accuracy: Option<f64>,
     pub macro_f1: Option<f64>,
     pub log_loss: Option<f64>,
@@ -120,12 +131,26 @@ pub struct LabelScore {
     pub score: f64,
 }
 
+/// One input's prediction, in the shape of the model's task.
 #[derive(Debug, Deserialize)]
-pub struct Prediction {
-    pub label: String,
-    pub score: f64,
-    #[serde(default)]
-    pub top_k: Vec<LabelScore>,
+#[serde(untagged)]
+pub enum Prediction {
+    Class {
+        label: String,
+        score: f64,
+        #[serde(default)]
+        top_k: Vec<LabelScore>,
+    },
+    Value {
+        value: f64,
+        #[serde(default)]
+        interval: Option<[f64; 2]>,
+    },
+    Labels {
+        labels: Vec<String>,
+        #[serde(default)]
+        scores: Vec<LabelScore>,
+    },
 }
 
 #[derive(Debug, Deserialize)]

@@ -5,14 +5,18 @@
 
 use std::fmt::Write;
 
+mod tasks;
+
 use crate::backbones::Modality;
 use crate::backbones::catalog::BackboneInfo;
+use crate::datasets::Task;
 use crate::store::datasets::DatasetRecord;
 use crate::store::models::ModelRecord;
 use crate::train::artifact::ModelConfig;
 use crate::train::hyper::ValidationSpec;
 use crate::train::metrics::Metrics;
 use crate::train::report::{Report, ValidationReport};
+use crate::train::tasks::report::TaskReport;
 use crate::train::{Recipe, report};
 
 /// Everything the card says; each optional part is missing when its record is (a deleted
@@ -24,6 +28,8 @@ pub struct CardFacts<'a> {
     pub dataset: Option<&'a DatasetRecord>,
     pub recipe: Option<&'a Recipe>,
     pub report: Option<&'a Report>,
+    /// A regression or multi-label model's report (in place of `report`).
+    pub task_report: Option<&'a TaskReport>,
     /// When the archive is made.
     pub exported_at: &'a str,
 }
@@ -35,8 +41,13 @@ pub fn render(f: &CardFacts) -> String {
     let _ = writeln!(out, "# Model card: {}\n", m.id);
     let _ = writeln!(
         out,
-        "A {} classifier over {} labels, trained by Warmstart {} on {}; this archive was made on {}.\n",
+        "A {} {} over {} labels, trained by Warmstart {} on {}; this archive was made on {}.\n",
         m.modality.as_str(),
+        match f.config.task {
+            Task::Classification => "classifier",
+            Task::Regression => "regression model",
+            Task::Multilabel => "multi-label classifier",
+        },
         m.labels.len(),
         env!("CARGO_PKG_VERSION"),
         m.created_at,
@@ -45,11 +56,14 @@ pub fn render(f: &CardFacts) -> String {
     data(&mut out, f);
     backbone(&mut out, f);
     recipe(&mut out, f);
-    match f.report {
-        Some(r) => metrics(&mut out, r),
-        None => out.push_str("## Held-out metrics\n\nNot recorded with this model.\n\n"),
+    match (f.report, f.task_report) {
+        (Some(r), _) => metrics(&mut out, r),
+        (None, Some(r)) => tasks::metrics(&mut out, r),
+        (None, None) => out.push_str("## Held-out metrics\n\nNot recorded with this model.\n\n"),
     }
-    calibration(&mut out, f);
+    if f.config.task == Task::Classification {
+        calibration(&mut out, f);
+    }
     files(&mut out, f.config);
     out
 }
@@ -132,6 +146,14 @@ fn backbone(out: &mut String, f: &CardFacts) {
 
 fn recipe(out: &mut String, f: &CardFacts) {
     out.push_str("## Recipe\n\n");
+    if let Some(r) = f.task_report {
+        let _ = writeln!(
+            out,
+            "Kept candidate: **{}**. {}\n",
+            r.selected.describe(),
+            r.finetuning
+        );
+    }
     if let Some(r) = f.report {
         let _ = writeln!(
             out,

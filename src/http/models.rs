@@ -29,6 +29,7 @@ use crate::serve::ServeError;
 use crate::store::datasets::DatasetRecord;
 use crate::store::models::ModelRecord;
 use crate::store::{Kind, now};
+use crate::train::tasks::report::TaskReport;
 use crate::train::{Recipe, Report};
 
 pub(super) async fn find(st: &AppState, tenant: &str, id: &str) -> ApiResult<ModelRecord> {
@@ -122,6 +123,7 @@ pub async fn download(
             dataset: sources.dataset.as_ref(),
             recipe: sources.recipe.as_ref(),
             report: sources.report.as_ref(),
+            task_report: sources.task_report.as_ref(),
             exported_at: &now(),
         });
         let parts = ArchiveParts {
@@ -171,6 +173,7 @@ struct CardSources {
     dataset: Option<DatasetRecord>,
     recipe: Option<Recipe>,
     report: Option<Report>,
+    task_report: Option<TaskReport>,
 }
 
 impl CardSources {
@@ -181,6 +184,7 @@ impl CardSources {
             dataset,
             recipe: job.and_then(|j| serde_json::from_value(j.config).ok()),
             report: serde_json::from_value(m.metrics.clone()).ok(),
+            task_report: serde_json::from_value(m.metrics.clone()).ok(),
         })
     }
 }

@@ -22,7 +22,11 @@ pub struct ModelRecord {
     pub task: Task,
     /// Class or label names, in output order (none for regression).
     pub labels: Vec<String>,
-    /// Held-out metrics (accuracy, macro-F1, per class, calibration, ...).
+    /// Held-out metrics and how the model was chosen: classification — accuracy, macro-F1,
+    /// per class, calibration, `selected`; regression — mae, rmse, r2, spearman, residuals,
+    /// interval, the baseline and mean predictor; multi-label — micro_f1, macro_f1,
+    /// subset_accuracy, per_label with thresholds; both: `selected` (head_only |
+    /// finetuned) and `finetuning` (why).
     #[schema(value_type = Object)]
     pub metrics: Value,
     pub created_at: String,

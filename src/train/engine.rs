@@ -91,7 +91,8 @@ impl Engine {
             req.modality,
             req.split_classes(),
             req.examples.iter().map(|e| e.label),
-        );
+        )
+        .for_task(req.targets.task());
         if data.num_classes < 2 || data.smallest_class == 0 {
             return Err(TrainError::Data(
                 "every label needs at least one example and there must be 2 labels or more".into(),

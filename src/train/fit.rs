@@ -308,8 +308,8 @@ impl Prepared<'_> {
     }
 
     /// A fresh trainable copy of the backbone, its randomness seeded from the recipe and
-    /// the split's size (both fine-tuning objectives start from one).
-    fn fresh_trainable(&self, num_train: usize) -> TrainResult<LoadedBackbone> {
+    /// the split's size (every fine-tuning objective, and the tasks' tuning, start from one).
+    pub(crate) fn fresh_trainable(&self, num_train: usize) -> TrainResult<LoadedBackbone> {
         let r = &self.recipe;
         let trainable = self
             .registry

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::backbones::Modality;
+use crate::datasets::Task;
 
 /// `unfreeze`: the whole backbone, or only its top N blocks, during fine-tuning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -223,6 +224,8 @@ pub struct Choice {
 #[derive(Clone, Debug)]
 pub struct DataProfile {
     pub modality: Modality,
+    /// Classification, or the task whose strata `num_classes` counts.
+    pub task: Task,
     pub num_examples: usize,
     pub num_classes: usize,
     pub smallest_class: usize,
@@ -247,11 +250,18 @@ impl DataProfile {
     pub fn of_counts(modality: Modality, counts: &[usize]) -> Self {
         DataProfile {
             modality,
+            task: Task::Classification,
             num_examples: counts.iter().sum(),
             num_classes: counts.len(),
             smallest_class: counts.iter().copied().min().unwrap_or(0),
             largest_class: counts.iter().copied().max().unwrap_or(0),
         }
+    }
+
+    /// The same profile for a regression or multi-label run (its classes are the strata
+    /// the splits keep balanced).
+    pub fn for_task(self, task: Task) -> Self {
+        DataProfile { task, ..self }
     }
 
     pub fn per_class(&self) -> f64 {

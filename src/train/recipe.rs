@@ -10,6 +10,7 @@ use super::hyper::{
     Hyperparameters, Unfreeze, ValidationSpec,
 };
 use crate::backbones::Modality;
+use crate::datasets::Task;
 
 /// Optimiser steps the head gets on cached features when `head_epochs` is not given: at
 /// 8-16 examples per class a fixed epoch count would mean a handful of steps.
@@ -64,11 +65,10 @@ pub struct Recipe {
 }
 
 impl Recipe {
-    /// Regression and multi-label: the head that fits the task, on frozen features; the
-    /// classification-only choices (fine-tuning, class weights, smoothing) dropped.
-    pub fn adapt_to_task(&mut self, task: crate::datasets::Task) {
-        use crate::datasets::Task;
-        let (solver, reason) = match task {
+    /// Regression and multi-label: the head that fits the task and the loss fine-tuning
+    /// minimises; the classification-only choices (class weights, smoothing) dropped.
+    pub fn adapt_to_task(&mut self, task: Task) {
+        let (solver, reason, loss) = match task {
             Task::Classification => return,
             Task::Regression => (
                 HeadSolver::RidgeCv,
@@ -76,17 +76,27 @@ impl Recipe {
                     "regression: ridge regression on standardised features and standardised targets (squared error), alpha chosen from {:?} by cross-validation on the training rows",
                     super::tasks::ridge::ALPHA_GRID
                 ),
+                (
+                    "huber",
+                    format!(
+                        "regression: fine-tuning minimises the Huber loss on standardised targets (squared error within {} standard deviation, linear beyond: one wrong number cannot dominate a small set), then the ridge head is fitted anew on the tuned features",
+                        super::tasks::tune::HUBER_DELTA
+                    ),
+                ),
             ),
             Task::Multilabel => (
                 HeadSolver::BinaryLogisticCv,
                 "multi-label: one logistic regression per label (sigmoid outputs, binary cross-entropy), each C chosen by cross-validation on the training rows; per-label thresholds tuned on held-out predictions".into(),
+                (
+                    "binary_cross_entropy",
+                    "multi-label: fine-tuning minimises the binary cross-entropy of every label's sigmoid output, then the per-label logistic heads are fitted anew on the tuned features".into(),
+                ),
             ),
         };
         self.head_solver = solver;
-        self.finetune_epochs = 0;
         let dropped = [
             "head_solver",
-            "finetune_epochs",
+            "finetune_objective",
             "class_weights",
             "label_smoothing",
         ];
@@ -97,14 +107,16 @@ impl Recipe {
             value: json!(solver),
             reason,
         });
-        self.choices.push(Choice {
-            parameter: "finetune_epochs".into(),
-            value: json!(0),
-            reason: format!(
-                "{}: fine-tuning is classification-only for now; the head on frozen features is the model",
-                task.as_str()
-            ),
-        });
+        if self.finetune_epochs > 0 {
+            self.choices.push(Choice {
+                parameter: "finetune_loss".into(),
+                value: json!(loss.0),
+                reason: format!(
+                    "{}; kept only if it beats the head on frozen features by more than one standard error of the held-out loss",
+                    loss.1
+                ),
+            });
+        }
     }
 }
 
@@ -268,19 +280,20 @@ pub fn resolve(
     let n = data.num_examples;
     let per_class = data.per_class();
 
+    let classifies = data.task == Task::Classification;
     let given_objective = match c.given.finetune_objective {
-        Some(FinetuneObjective::Contrastive) if !text => {
+        Some(FinetuneObjective::Contrastive) if !text || !classifies => {
             c.choices.push(Choice {
                 parameter: "finetune_objective".into(),
                 value: json!(FinetuneObjective::CrossEntropy),
-                reason: "contrastive tuning is for text; images fine-tune by cross-entropy".into(),
+                reason: "contrastive tuning is for text classification; images and the other tasks fine-tune on their own loss".into(),
             });
             Some(FinetuneObjective::CrossEntropy)
         }
         other => other,
     };
     let finetune_objective = c.pick("finetune_objective", given_objective, || {
-        finetune_objective(text, per_class)
+        finetune_objective(text && classifies, per_class)
     });
     let contrastive = finetune_objective == FinetuneObjective::Contrastive;
     let tunes_by_pairs = contrastive && c.given.finetune_epochs != Some(0);

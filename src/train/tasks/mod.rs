@@ -1,16 +1,19 @@
 //! Regression and multi-label training: the recipe's same phases as classification — the
 //! features the prepared run extracted once, the same holdout split or folds, a head on
 //! standardised cached features with its regularisation chosen by inner cross-validation,
-//! the no-transfer baseline on the same splits, then the final fit and its report — with
-//! the head, baseline and metrics the task calls for ([`TaskKind`]).
-//!
-//! Fine-tuning is classification-only for now: these tasks keep the head on frozen
-//! features (said on the recipe and in the report).
+//! fine-tuning on the task's own loss as the second candidate, selection between them by
+//! the one-standard-error rule, the no-transfer baseline on the same splits, then the
+//! final fit and its report — with the head, loss, baseline and metrics the task calls for.
 
+pub mod baseline;
+pub mod evaluate;
 pub mod fit;
+pub mod head;
 pub mod metrics;
 pub mod report;
 pub mod ridge;
+pub mod select;
+pub mod tune;
 
 use crate::datasets::Task;
 

@@ -3,11 +3,11 @@
 //! validated, the head, the prediction interval or the thresholds. Serialised once onto
 //! the model and the job, like the classification [`crate::train::Report`].
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::metrics::{MultilabelMetrics, RegressionMetrics};
 use crate::datasets::Task;
-use crate::train::report::{FinalFit, ValidationReport};
+use crate::train::report::{Candidate, FinalFit, ValidationReport};
 
 /// The report of any run: classification's as it always was, or a task report.
 #[derive(Clone, Debug, Serialize)]
@@ -18,14 +18,14 @@ pub enum RunReport {
 }
 
 /// Held-out metrics of one task.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum TaskMetrics {
     Regression(RegressionMetrics),
     Multilabel(MultilabelMetrics),
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TaskReport {
     pub task: Task,
     /// Held-out metrics of the model (out-of-fold with k-fold).
@@ -37,7 +37,12 @@ pub struct TaskReport {
     pub final_fit: Option<FinalFit>,
     /// The head and how its regularisation was chosen.
     pub head: String,
-    /// Why the backbone was not fine-tuned.
+    /// Which candidate is the model: the head on frozen features, or the fine-tuned
+    /// backbone with its head refitted (reports written before fine-tuning existed for
+    /// these tasks had only the head).
+    #[serde(default = "head_only")]
+    pub selected: Candidate,
+    /// Why that candidate (selection's reason, or why the backbone was not fine-tuned).
     pub finetuning: String,
     pub baseline: TaskBaseline,
     /// Regression: always predicting the training rows' mean.
@@ -57,14 +62,18 @@ pub struct TaskReport {
     pub train_seconds: f64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+fn head_only() -> Candidate {
+    Candidate::HeadOnly
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TaskBaseline {
     pub method: String,
     #[serde(flatten)]
     pub metrics: TaskMetrics,
 }
 
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum TransferGain {
     /// Reductions of the errors, increase of R².
@@ -75,7 +84,7 @@ pub enum TransferGain {
 
 /// A split-conformal interval: `value ± half_width` covers the true value of a new input
 /// with probability `coverage`, if it comes from the same distribution as the held-out rows.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Interval {
     pub coverage: f64,
     pub half_width: f64,

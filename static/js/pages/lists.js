@@ -78,13 +78,20 @@ export function jobRows(jobs, empty = 'No jobs yet: open a dataset and start one
     empty);
 }
 
+/** A model's headline held-out figure: accuracy, R² (regression) or micro-F1 (multi-label). */
+function headline(m) {
+  if (m.task === 'regression') return `R² ${fmt.num(m.r2)}`;
+  if (m.task === 'multilabel') return `micro-F1 ${fmt.num(m.micro_f1)}`;
+  return fmt.pct(m.accuracy);
+}
+
 function modelRows(models) {
-  return table(['Model', 'Modality', 'Backbone', 'Accuracy#', 'Macro-F1#', 'Labels', 'Created'],
+  return table(['Model', 'Modality', 'Backbone', 'Held-out score#', 'Macro-F1#', 'Labels', 'Created'],
     models.map((m) => h('tr', {},
       h('td', {}, link(`#/models/${m.id}`, fmt.shortId(m.id))),
-      h('td', { text: m.modality }),
+      h('td', { text: m.task && m.task !== 'classification' ? `${m.modality}, ${m.task}` : m.modality }),
       h('td', { text: m.backbone }),
-      h('td', { class: 'num', text: fmt.pct(m.metrics && m.metrics.accuracy) }),
+      h('td', { class: 'num', text: headline(m.metrics || {}) }),
       h('td', { class: 'num', text: fmt.num(m.metrics && m.metrics.macro_f1) }),
       h('td', { text: (m.labels || []).join(', ') }),
       h('td', { text: fmt.date(m.created_at) }))),

@@ -1,5 +1,6 @@
 // The model page's metrics for regression (headline errors, the baselines, the interval and
-// a predicted-vs-true scatter plot) and multi-label (micro/macro F1 and per-label bars).
+// a predicted-vs-true scatter plot) and multi-label (micro/macro F1 and per-label bars), and
+// which candidate was kept.
 
 import { h, svg, card, fmt, facts } from '../dom.js';
 import { barList } from '../charts.js';
@@ -45,9 +46,18 @@ function multilabel(m) {
   ];
 }
 
+/** Which candidate is the model (head on frozen features, or fine-tuned) and why. */
+function kept(m) {
+  return card('How it was chosen', facts([
+    m.selected ? ['Kept', fmt.candidate(m.selected)] : null,
+    m.finetuning ? ['Why', m.finetuning] : null,
+    m.head ? ['Head', m.head] : null,
+  ]));
+}
+
 /** The task's sections, or null for classification. */
 export function taskSections(m) {
-  if (m.task === 'regression') return regression(m);
-  if (m.task === 'multilabel') return multilabel(m);
+  if (m.task === 'regression') return [...regression(m), kept(m)];
+  if (m.task === 'multilabel') return [...multilabel(m), kept(m)];
   return null;
 }

@@ -1,32 +1,51 @@
 // "Try it": a text box for text models, an image picker with previews for image models;
-// the answer is each input's top-k labels with score bars.
+// the answer is each input's top-k labels with score bars (classification), its value and
+// interval (regression), or its label set with every label's score (multi-label).
 
-import { h, replace, card, errorBox } from '../dom.js';
+import { h, replace, card, errorBox, fmt } from '../dom.js';
 import { predictTexts, predictImages } from '../api.js';
 import { scoreBars } from '../charts.js';
 
 const MAX_INPUTS = 256;
 
+/** The answer for one input, in the shape of the model's task. */
+function answer(p) {
+  if (typeof p.value === 'number') {
+    return [
+      h('p', { class: 'prediction-label' }, 'Predicted value: ', h('strong', { class: 'predicted-value', text: fmt.num(p.value) })),
+      p.interval ? h('p', { class: 'hint prediction-interval', text: `90% interval: ${fmt.num(p.interval[0])} to ${fmt.num(p.interval[1])}` }) : null,
+    ];
+  }
+  if (Array.isArray(p.labels)) {
+    return [
+      h('p', { class: 'prediction-label' }, 'Predicted labels: ', h('strong', { class: 'predicted-labels', text: p.labels.length ? p.labels.join(', ') : 'none above its threshold' })),
+      scoreBars(p.scores || []),
+    ];
+  }
+  return [
+    h('p', { class: 'prediction-label' }, 'Predicted: ', h('strong', { class: 'predicted-label', text: p.label })),
+    scoreBars(p.top_k || [{ label: p.label, score: p.score }]),
+  ];
+}
+
 function predictionView(prediction, subject, kind) {
   return h('li', { class: `prediction prediction-${kind}` },
     subject,
-    h('div', { class: 'prediction-body' },
-      h('p', { class: 'prediction-label' }, 'Predicted: ', h('strong', { class: 'predicted-label', text: prediction.label })),
-      scoreBars(prediction.top_k || [{ label: prediction.label, score: prediction.score }])));
+    h('div', { class: 'prediction-body' }, answer(prediction)));
 }
 
 function textPanel(model, results, run) {
-  const box = h('textarea', { id: 'try-text', rows: '4', 'aria-describedby': 'try-text-hint', placeholder: 'Type a sentence to classify…' });
+  const box = h('textarea', { id: 'try-text', rows: '4', 'aria-describedby': 'try-text-hint', placeholder: 'Type a sentence…' });
   const button = h('button', { type: 'submit', class: 'button button-primary', id: 'try-predict', text: 'Predict' });
   const form = h('form', { class: 'try-form' },
-    h('label', { for: 'try-text', text: 'Text to classify' }),
+    h('label', { for: 'try-text', text: 'Text to predict for' }),
     box,
     h('p', { class: 'hint', id: 'try-text-hint', text: 'One text per line. Ctrl+Enter predicts.' }),
     h('div', { class: 'actions' }, button));
   const submit = () => {
     const inputs = box.value.split('\n').map((s) => s.trim()).filter(Boolean).slice(0, MAX_INPUTS);
     if (!inputs.length) {
-      replace(results, errorBox({ message: 'Type some text first.' }, 'Nothing to classify'));
+      replace(results, errorBox({ message: 'Type some text first.' }, 'Nothing to predict'));
       return;
     }
     run(button, () => predictTexts(model.id, inputs, Math.min(5, model.labels.length)),
@@ -60,7 +79,7 @@ function imagePanel(model, results, run) {
     replace(results);
   });
   const form = h('form', { class: 'try-form' },
-    h('label', { for: 'try-image', text: 'Images to classify (JPEG, PNG or WebP)' }),
+    h('label', { for: 'try-image', text: 'Images to predict for (JPEG, PNG or WebP)' }),
     input, previews,
     h('div', { class: 'actions' }, button));
   form.addEventListener('submit', (e) => {

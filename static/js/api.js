@@ -182,7 +182,7 @@ export async function streamJobEvents(jobId, { onEvent, signal, lastId = null })
 
 /** Predicts texts; resolves to the API's `predictions`. */
 export async function predictTexts(modelId, inputs, topK) {
-  const body = await post(`/v1/models/${encodeURIComponent(modelId)}/predict`, { inputs, top_k: topK });
+  const body = await post(`/v1/models/${encodeURIComponent(modelId)}/predict`, topK ? { inputs, top_k: topK } : { inputs });
   return body.predictions;
 }
 

@@ -307,6 +307,38 @@ async function main() {
       await shot('14-image-try-it');
     });
 
+    await step('regression: a numeric CSV, head-only job, scatter plot and kept candidate, try it answers a value with its interval', async () => {
+      const levels = [['awful', -2], ['poor', -1], ['okay', 0], ['good', 1], ['superb', 2]];
+      const nouns = ['meal', 'hotel', 'film', 'phone', 'flight', 'book'];
+      const lines = ['text,label'];
+      for (let i = 0; i < 30; i++) {
+        const [word, value] = levels[i % 5];
+        // Not whole numbers: at most 10 whole values would stay classes.
+        lines.push(`"The ${nouns[i % 6]} was ${word}.",${value + (i % 3) * 0.25}`);
+      }
+      await page.goto(`${base}/#/datasets`);
+      await page.locator('#dataset-file').setInputFiles({ name: 'ratings.csv', mimeType: 'text/csv', buffer: Buffer.from(`${lines.join('\n')}\n`) });
+      const id = await routeId('datasets');
+      assert.equal((await api(`/v1/datasets/${id}`)).task, 'regression');
+      await page.locator('#finetune_epochs').fill('0');
+      await page.locator('#start-job').click();
+      await routeId('jobs');
+      await page.locator('#job-status').filter({ hasText: 'succeeded' }).waitFor({ timeout: JOB_TIMEOUT });
+      await page.locator('#open-model').click();
+      await routeId('models');
+      await page.locator('#regression-scatter circle').first().waitFor();
+      assert.equal(await page.locator('#regression-scatter circle').count(), 30, 'a point per held-out example');
+      await page.getByText('How it was chosen').waitFor();
+      await page.locator('#try-text').fill('The hotel was superb.');
+      await page.locator('#try-predict').click();
+      const value = page.locator('#try-results .predicted-value');
+      await value.waitFor();
+      assert.ok(Number.isFinite(Number(await value.innerText())), `a number: ${await value.innerText()}`);
+      await page.locator('#try-results .prediction-interval').waitFor();
+      await assertNoOverflow('regression model page');
+      await shot('14b-regression-model');
+    });
+
     await step('a failed job shows its error message (stubbed API answers for this one job)', async () => {
       // The real server cannot be made to fail a job from outside, so this one job's two
       // answers are stubbed in the shape the API gives; everything else is real.

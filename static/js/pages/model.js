@@ -56,6 +56,7 @@ export async function modelPage(view, { params, signal, navigate }) {
       h('p', { class: 'lead' }, `A ${model.modality} ${model.task} model on `, h('strong', { text: model.backbone }),
         model.labels.length ? ` with ${model.labels.length} labels: ${model.labels.join(', ')}.` : '.'),
       actions(model, navigate),
+      tryIt(model),
       task,
       card('Details', facts([
         ['Id', h('code', { text: model.id })],

@@ -51,7 +51,6 @@ function kept(m) {
   return card('How it was chosen', facts([
     m.selected ? ['Kept', fmt.candidate(m.selected)] : null,
     m.finetuning ? ['Why', m.finetuning] : null,
-    m.head ? ['Head', m.head] : null,
   ]));
 }
 

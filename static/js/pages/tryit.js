@@ -8,6 +8,11 @@ import { scoreBars } from '../charts.js';
 
 const MAX_INPUTS = 256;
 
+/** Labels to show per input: up to 5 for classification; the task's own shape otherwise. */
+function topK(model) {
+  return model.task && model.task !== 'classification' ? undefined : Math.min(5, model.labels.length);
+}
+
 /** The answer for one input, in the shape of the model's task. */
 function answer(p) {
   if (typeof p.value === 'number') {
@@ -48,7 +53,7 @@ function textPanel(model, results, run) {
       replace(results, errorBox({ message: 'Type some text first.' }, 'Nothing to predict'));
       return;
     }
-    run(button, () => predictTexts(model.id, inputs, Math.min(5, model.labels.length)),
+    run(button, () => predictTexts(model.id, inputs, topK(model)),
       (preds) => preds.map((p, i) => predictionView(p, h('blockquote', { class: 'prediction-input', text: inputs[i] }), 'text')));
   };
   form.addEventListener('submit', (e) => {
@@ -86,7 +91,7 @@ function imagePanel(model, results, run) {
     e.preventDefault();
     const files = [...input.files].slice(0, MAX_INPUTS);
     if (!files.length) return;
-    run(button, () => predictImages(model.id, files, Math.min(5, model.labels.length)),
+    run(button, () => predictImages(model.id, files, topK(model)),
       (preds) => preds.map((p, i) => predictionView(p, h('figure', { class: 'prediction-input' }, thumb(files[i], i)), 'image')));
   });
   return form;

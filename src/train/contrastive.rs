@@ -24,7 +24,7 @@ use super::inputs::{BatchOptions, make_batch};
 use super::optim::{GroupedAdamW, ParamGroup};
 use super::recipe::Recipe;
 use super::training_loop::{EpochMetrics, FitTag};
-use super::{Example, Observer, TrainError, TrainResult, check_cancel};
+use super::{Example, Observer, TrainResult, check_cancel};
 use crate::backbones::registry::LoadedBackbone;
 use crate::store::jobs::Stage;
 
@@ -98,13 +98,7 @@ fn step_rows(n: usize, rng: &mut StdRng) -> Vec<usize> {
 /// one round with the mean pair loss.
 pub fn contrastive_tune(run: &ContrastiveRun, obs: &mut dyn Observer) -> TrainResult<()> {
     let (bb, recipe) = (run.backbone, run.recipe);
-    let vars = trainable_vars(bb, recipe.unfreeze);
-    if vars.is_empty() {
-        return Err(TrainError::Data(
-            "no backbone weights selected by `unfreeze`; use \"all\" or a number of top blocks"
-                .into(),
-        ));
-    }
+    let vars = trainable_vars(bb, recipe.unfreeze)?;
     let mut opt = GroupedAdamW::new(vec![ParamGroup {
         vars: vars.into_iter().map(|(_, v)| v).collect(),
         lr: recipe.backbone_lr,

@@ -31,8 +31,20 @@ pub struct FinetuneResult {
     pub epochs_run: u32,
 }
 
-/// The backbone's variables that `unfreeze` trains.
-pub fn trainable_vars(bb: &LoadedBackbone, unfreeze: Unfreeze) -> Vec<(String, Var)> {
+/// The backbone's variables that `unfreeze` trains; an error naming the fix when it
+/// selects none (every fine-tuning objective needs at least one).
+pub fn trainable_vars(bb: &LoadedBackbone, unfreeze: Unfreeze) -> TrainResult<Vec<(String, Var)>> {
+    let vars = selected_vars(bb, unfreeze);
+    if vars.is_empty() {
+        return Err(TrainError::Data(
+            "no backbone weights selected by `unfreeze`; use \"all\" or a number of top blocks"
+                .into(),
+        ));
+    }
+    Ok(vars)
+}
+
+fn selected_vars(bb: &LoadedBackbone, unfreeze: Unfreeze) -> Vec<(String, Var)> {
     let blocks = bb.net.num_blocks();
     bb.net
         .named_vars()
@@ -145,13 +157,7 @@ impl FinetuneRun<'_> {
 
 pub fn finetune(run: &FinetuneRun, obs: &mut dyn Observer) -> TrainResult<FinetuneResult> {
     let (bb, head, recipe, device) = (run.backbone, run.head, run.recipe, run.device);
-    let backbone_vars = trainable_vars(bb, recipe.unfreeze);
-    if backbone_vars.is_empty() {
-        return Err(TrainError::Data(
-            "no backbone weights selected by `unfreeze`; use \"all\" or a number of top blocks"
-                .into(),
-        ));
-    }
+    let backbone_vars = trainable_vars(bb, recipe.unfreeze)?;
     let class_weights = match recipe.class_weights {
         ClassWeights::Balanced => Some(balanced_class_weights(
             &run.train.iter().map(|e| e.label).collect::<Vec<_>>(),

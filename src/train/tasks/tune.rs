@@ -27,7 +27,7 @@ use crate::train::head::Head;
 use crate::train::inputs::{BatchOptions, make_batch};
 use crate::train::optim::{GroupedAdamW, ParamGroup, warmup_cosine};
 use crate::train::training_loop::{EpochMetrics, FitTag};
-use crate::train::{Example, Observer, TrainError, TrainResult, check_cancel};
+use crate::train::{Example, Observer, TrainResult, check_cancel};
 
 /// Where the Huber loss turns from quadratic to linear, in standard deviations of the
 /// training targets.
@@ -156,13 +156,7 @@ pub fn tune_split(
 /// Trains backbone and head for the recipe's fine-tuning epochs; one event per epoch.
 fn tune(run: &Prepared, t: &TuneRun, obs: &mut dyn Observer) -> TrainResult<()> {
     let (r, device) = (&run.recipe, &run.device);
-    let backbone_vars = trainable_vars(t.backbone, r.unfreeze);
-    if backbone_vars.is_empty() {
-        return Err(TrainError::Data(
-            "no backbone weights selected by `unfreeze`; use \"all\" or a number of top blocks"
-                .into(),
-        ));
-    }
+    let backbone_vars = trainable_vars(t.backbone, r.unfreeze)?;
     let mut opt = GroupedAdamW::new(vec![
         ParamGroup {
             vars: backbone_vars.into_iter().map(|(_, v)| v).collect(),

@@ -15,6 +15,7 @@
 //! - `QUALITY_LOG` (default `bench-logs/quality-warmstart.jsonl`): each finished row is
 //!   appended there as one JSON line, so a long run in parts keeps its results; the table
 //!   takes the latest line of each (set, N, seed) when `REPORT_ONLY=1`.
+//! - `HYPERPARAMETERS` (a JSON object): an ablation, not the default job; log it apart.
 //! - `BENCH_DATA` (default `./bench-data`), `WARMSTART_MODELS_DIR` (default `./models`).
 
 #[path = "../tests/common/mod.rs"]
@@ -202,6 +203,13 @@ async fn predict(
     out
 }
 
+/// `HYPERPARAMETERS='{"head_views":0}'`: an ablation, not the default job (log it apart
+/// with `QUALITY_LOG`).
+fn ablation_hyperparameters() -> Option<Value> {
+    let text = std::env::var("HYPERPARAMETERS").ok()?;
+    Some(serde_json::from_str(&text).expect("HYPERPARAMETERS is a JSON object"))
+}
+
 fn is_text_rows(rows: &[BTreeMap<String, String>]) -> bool {
     rows.first().is_some_and(|r| r.contains_key("text"))
 }
@@ -224,9 +232,11 @@ async fn run_row(models: &Path, data: &Path, set: &str, n: usize, seed: usize) -
     let app = TestApp::start_in(dir, |c| c.models_dir = models.to_path_buf()).await;
     let t0 = Instant::now();
     let ds = app.upload_dataset(&file, &bytes).await;
-    let (status, job) = app
-        .post_json("/v1/jobs", json!({ "dataset_id": ds["id"] }))
-        .await;
+    let mut request = json!({ "dataset_id": ds["id"] });
+    if let Some(h) = ablation_hyperparameters() {
+        request["hyperparameters"] = h;
+    }
+    let (status, job) = app.post_json("/v1/jobs", request).await;
     assert_eq!(status, StatusCode::CREATED, "{job}");
     let job = app.wait_job(job["id"].as_str().unwrap(), JOB_TIMEOUT).await;
     let wall = t0.elapsed().as_secs_f64();
@@ -238,6 +248,7 @@ async fn run_row(models: &Path, data: &Path, set: &str, n: usize, seed: usize) -
         "job_id": job["id"], "status": job["status"], "backbone": job["backbone"],
         "job_seconds": (job_secs * 10.0).round() / 10.0,
         "commit": git_commit(),
+        "hyperparameters": ablation_hyperparameters(),
         "finished": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     });
     if job["status"] != "succeeded" {

@@ -244,3 +244,79 @@ async fn image_job_trains_and_predicts_from_files_and_base64() {
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_only_image_job_learns_from_augmented_views_and_says_so() {
+    let app = TestApp::start().await;
+    let ds = app
+        .upload_dataset("colours.zip", &zip_of(&as_refs(&colour_dataset(6))))
+        .await;
+    let run = |hyper: serde_json::Value| {
+        let app = &app;
+        let id = ds["id"].clone();
+        async move {
+            let (status, job) = app
+                .post_json(
+                    "/v1/jobs",
+                    json!({"dataset_id": id, "hyperparameters": hyper}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{job}");
+            let job = app
+                .wait_job(job["id"].as_str().unwrap(), Duration::from_secs(120))
+                .await;
+            assert_eq!(job["status"], "succeeded", "{job}");
+            let logs: Vec<String> = app
+                .events(job["id"].as_str().unwrap())
+                .await
+                .iter()
+                .filter(|e| e["kind"] == "log")
+                .filter_map(|e| e["message"].as_str().map(str::to_string))
+                .collect();
+            (job, logs)
+        }
+    };
+    // The default for a few images per class: the head is the model, and it also sees
+    // three views of every training image.
+    let (job, logs) = run(json!({})).await;
+    assert_eq!(job["config"]["finetune_epochs"], 0, "{}", job["config"]);
+    assert_eq!(job["config"]["head_views"], 3, "{}", job["config"]);
+    let why = job["config"]["choices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["parameter"] == "head_views")
+        .expect("the views are explained");
+    assert!(
+        why["reason"].as_str().unwrap().contains("mirrored"),
+        "{why}"
+    );
+    assert!(
+        logs.iter()
+            .any(|m| m.contains("also seen in 3 augmented views")),
+        "{logs:?}"
+    );
+    // Turned off, the head sees the plain features alone.
+    let (job, logs) = run(json!({"head_views": 0})).await;
+    assert_eq!(job["config"]["head_views"], 0);
+    assert!(logs.iter().any(|m| m.contains("head: logistic regression")));
+    assert!(
+        !logs.iter().any(|m| m.contains("augmented views")),
+        "{logs:?}"
+    );
+    // Out of range: a 400 naming the field.
+    let (status, body) = app
+        .post_json(
+            "/v1/jobs",
+            json!({"dataset_id": ds["id"], "hyperparameters": {"head_views": 4}}),
+        )
+        .await;
+    assert!(status.is_client_error(), "{status} {body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("head_views"),
+        "{body}"
+    );
+}

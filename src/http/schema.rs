@@ -182,6 +182,10 @@ pub struct HyperparametersDoc {
     pub max_length: Option<u32>,
     /// Text only: what fine-tuning optimises; images always use cross-entropy.
     pub finetune_objective: Option<FinetuneObjectiveDoc>,
+    /// Images only: augmented views (mirrored, cropped, both; 0 to 3) of each training
+    /// image the logistic head also learns from; 0 = the plain features alone.
+    #[schema(minimum = 0, maximum = 3)]
+    pub head_views: Option<u32>,
 }
 
 /// `cross_entropy`: the classifier's loss, epoch by epoch. `contrastive`: SetFit-style

@@ -107,6 +107,7 @@ pub fn contrastive_tune(run: &ContrastiveRun, obs: &mut dyn Observer) -> TrainRe
     let opts = BatchOptions {
         max_length: recipe.max_length.min(CONTRASTIVE_MAX_LENGTH),
         augment: None,
+        flip: false,
     };
     let mut rng = StdRng::seed_from_u64(recipe.seed ^ 0xC0417A57);
     let (mut loss_sum, mut steps) = (0.0, 0usize);

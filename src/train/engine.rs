@@ -6,14 +6,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 
 use super::artifact::{FORMAT_VERSION, LexicalConfig, ModelArtifact, ModelConfig, tensor_names};
 use super::baseline;
 use super::budget;
 use super::crossfit::{cross_fit, final_fit, final_lexical};
 use super::evaluate::evaluate_run;
-use super::features::extract;
+use super::features::{HEAD_VIEWS, extract, extract_view};
 use super::fit::{Prepared, SplitFit};
 use super::hyper::{DataProfile, ValidationSpec};
 use super::inputs::cost;
@@ -24,7 +24,7 @@ use super::select::select;
 use super::suspects::Suspect;
 use super::{Observer, TrainError, TrainRequest, TrainResult, check_cancel};
 use crate::backbones::Modality;
-use crate::backbones::registry::Registry;
+use crate::backbones::registry::{LoadedBackbone, Registry};
 use crate::datasets::Task;
 use crate::datasets::split::{self, Split};
 use crate::store::jobs::Stage;
@@ -123,6 +123,7 @@ impl Engine {
         );
         let examples: Vec<&super::Example> = req.examples.iter().collect();
         let features = extract(&frozen, &examples, recipe.max_length, &device, obs)?;
+        let views = extract_head_views(&frozen, &examples, &recipe, &device, obs)?;
         let mean_tokens = req
             .examples
             .iter()
@@ -142,12 +143,47 @@ impl Engine {
             registry: &self.registry,
             frozen,
             features,
+            views,
             labels,
             splits,
             device,
             started,
         })
     }
+}
+
+/// Features of the recipe's augmented views of every example (none for text).
+fn extract_head_views(
+    frozen: &LoadedBackbone,
+    examples: &[&super::Example],
+    recipe: &Recipe,
+    device: &Device,
+    obs: &mut dyn Observer,
+) -> TrainResult<Vec<Tensor>> {
+    let views = &HEAD_VIEWS[..recipe.head_views as usize];
+    if !views.is_empty() {
+        obs.stage(
+            Stage::ExtractingFeatures,
+            &format!(
+                "running the frozen backbone on {} augmented views of each image",
+                views.len()
+            ),
+        );
+    }
+    views
+        .iter()
+        .map(|&v| {
+            extract_view(
+                frozen,
+                examples,
+                recipe.max_length,
+                v,
+                recipe.seed,
+                device,
+                obs,
+            )
+        })
+        .collect()
 }
 
 fn make_splits(recipe: &Recipe, labels: &[usize], classes: usize) -> Vec<Split> {

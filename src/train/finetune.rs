@@ -88,6 +88,7 @@ pub fn predict_logits(
     let opts = BatchOptions {
         max_length: recipe.max_length,
         augment: None,
+        flip: false,
     };
     for chunk in examples.chunks(EVAL_BATCH) {
         let batch = make_batch(bb, chunk, &opts, None, device)?;
@@ -182,6 +183,7 @@ pub fn finetune(run: &FinetuneRun, obs: &mut dyn Observer) -> TrainResult<Finetu
     let opts = BatchOptions {
         max_length: recipe.max_length,
         augment: augment.as_ref(),
+        flip: false,
     };
     let mut order: Vec<usize> = (0..run.train.len()).collect();
     let mut stopping =

@@ -35,6 +35,9 @@ pub struct Prepared<'a> {
     pub frozen: Arc<LoadedBackbone>,
     /// Features of every example from the frozen backbone `[N, D]`.
     pub features: Tensor,
+    /// Features of the recipe's augmented views of every example, each `[N, D]` (images
+    /// only; the logistic head trains on them beside `features`).
+    pub views: Vec<Tensor>,
     /// Class of every example.
     pub labels: Vec<usize>,
     /// The no-transfer baseline's inputs.
@@ -175,7 +178,7 @@ impl Prepared<'_> {
         plan: FitPlan,
         obs: &mut dyn Observer,
     ) -> TrainResult<SplitFit> {
-        let train_raw = self.rows(train)?;
+        let (train_raw, copies) = self.head_rows(train)?;
         let standardizer = Standardizer::fit(&train_raw)?;
         let train_x = standardizer.apply(&train_raw)?;
         let valid_x = match valid.is_empty() {
@@ -193,7 +196,7 @@ impl Prepared<'_> {
         let (head, head_best_epoch) = match self.recipe.head_solver {
             // The other tasks' solvers only run in `super::tasks`.
             HeadSolver::LogisticCv | HeadSolver::RidgeCv | HeadSolver::BinaryLogisticCv => (
-                self.logistic_head(&train_x, &train_y, pair, plan.tag, obs)?,
+                self.logistic_head(&train_x, &train_y, copies, pair, plan.tag, obs)?,
                 0,
             ),
             HeadSolver::Sgd => {
@@ -232,6 +235,20 @@ impl Prepared<'_> {
         Ok(fit)
     }
 
+    /// The head's training rows: the plain features of `train`, then (logistic head only)
+    /// each augmented view's, block after block; and how many blocks that is.
+    fn head_rows(&self, train: &[usize]) -> candle_core::Result<(Tensor, usize)> {
+        let plain = self.rows(train)?;
+        if self.views.is_empty() || self.recipe.head_solver != HeadSolver::LogisticCv {
+            return Ok((plain, 1));
+        }
+        let mut blocks = vec![plain];
+        for view in &self.views {
+            blocks.push(select_rows(view, train)?);
+        }
+        Ok((Tensor::cat(&blocks, 0)?, blocks.len()))
+    }
+
     fn fresh_head(&self) -> candle_core::Result<Head> {
         let r = &self.recipe;
         Head::new(
@@ -244,7 +261,8 @@ impl Prepared<'_> {
         )
     }
 
-    /// The logistic-regression head on standardised training features, its strength
+    /// The logistic-regression head on standardised training features (`copies` blocks of
+    /// the rows `train_y` labels: the plain features, then augmented views), its strength
     /// chosen by cross-validation on those rows alone. Each strength of the grid is
     /// reported as one round (training and, when there is one, validation metrics), so the
     /// job's curves show the regularisation path.
@@ -252,27 +270,29 @@ impl Prepared<'_> {
         &self,
         train_x: &Tensor,
         train_y: &[usize],
+        copies: usize,
         valid: Option<(&Tensor, &[usize])>,
         tag: FitTag,
         obs: &mut dyn Observer,
     ) -> TrainResult<Head> {
         let d = train_x.dims()[1];
         let x = train_x.flatten_all()?.to_vec1::<f32>()?;
-        let row_weights = self.row_weights(train_y);
+        let y: Vec<usize> = train_y.repeat(copies);
+        let row_weights = self.row_weights(&y);
         let problem = Problem {
             x: &x,
             d,
-            y: train_y,
+            y: &y,
             classes: self.classes(),
             weights: row_weights.as_deref(),
         };
         check_cancel(obs)?;
-        let cv = problem.choose_c(self.recipe.seed);
+        let cv = problem.choose_c_with_copies(self.recipe.seed, copies);
         let mut chosen = None;
         let rounds = C_GRID.len() as u32;
         for (i, (model, &c)) in problem.path().into_iter().zip(&C_GRID).enumerate() {
             let head = self.linear_head(model)?;
-            let on_train = evaluate_logits(&predict_logits(&head, train_x)?, train_y);
+            let on_train = evaluate_logits(&predict_logits(&head, train_x)?, &y);
             let on_valid = match valid {
                 Some((vx, vy)) => Some(evaluate_logits(&predict_logits(&head, vx)?, vy)),
                 None => None,
@@ -292,8 +312,12 @@ impl Prepared<'_> {
                 chosen = Some(head);
             }
         }
+        let views = match copies {
+            1 => String::new(),
+            c => format!(", each also seen in {} augmented views", c - 1),
+        };
         obs.log(&format!(
-            "head: logistic regression with C = {} (chosen by {}-fold cross-validation on {} training rows)",
+            "head: logistic regression with C = {} (chosen by {}-fold cross-validation on {} training rows{views})",
             cv.c,
             cv.folds,
             train_y.len()
@@ -420,7 +444,7 @@ impl Prepared<'_> {
             false => Some(standardizer.apply(&feats.narrow(0, train.len(), valid.len())?)?),
         };
         let pair = valid_x.as_ref().map(|x| (x, valid_y.as_slice()));
-        let head = self.logistic_head(&train_x, &train_y, pair, plan.tag, obs)?;
+        let head = self.logistic_head(&train_x, &train_y, 1, pair, plan.tag, obs)?;
         let (logits, eval) = match &valid_x {
             Some(x) => {
                 let logits = predict_logits(&head, x)?;

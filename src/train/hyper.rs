@@ -120,6 +120,9 @@ pub struct Hyperparameters {
     pub max_length: Option<u32>,
     /// Text only: what fine-tuning optimises (images always use cross-entropy).
     pub finetune_objective: Option<FinetuneObjective>,
+    /// Images only: augmented views of each training image the logistic head also learns
+    /// from (0 = the plain features alone).
+    pub head_views: Option<u32>,
 }
 
 /// `validation`: how the data is split to measure the model.
@@ -182,6 +185,12 @@ impl Hyperparameters {
         )?;
         check("hidden_units", self.hidden_units, 0, 8_192)?;
         check("max_length", self.max_length, 8, 512)?;
+        check(
+            "head_views",
+            self.head_views,
+            0,
+            super::features::HEAD_VIEWS.len() as u32,
+        )?;
         if let Some(Unfreeze::Top(0)) = self.unfreeze {
             return Err(InvalidHyperparameter(
                 "hyperparameters.unfreeze = 0 trains nothing; use \"all\", a number of top blocks ≥ 1, or finetune_epochs = 0 for head-only".into(),

@@ -3,6 +3,7 @@
 //! decoded copies held in memory), with an optional random augmented view per image.
 
 use candle_core::Device;
+use image::imageops;
 use rand::rngs::StdRng;
 
 use super::{Example, ExampleInput, TrainError, TrainResult};
@@ -15,8 +16,10 @@ use crate::backbones::registry::LoadedBackbone;
 pub struct BatchOptions<'a> {
     /// Text: tokens kept per example.
     pub max_length: usize,
-    /// Images: a random view per example (fine-tuning only).
+    /// Images: a random view per example (fine-tuning, and the head's cropped views).
     pub augment: Option<&'a Augment>,
+    /// Images: mirror every image left-right first.
+    pub flip: bool,
 }
 
 /// Relative cost of an example, to group similar ones in a batch (token count for texts).
@@ -49,7 +52,7 @@ pub fn make_batch(
             Ok(bb.prep.text_batch(&texts, opts.max_length, device)?)
         }
         ExampleInput::ImageFile(_) => {
-            let images = examples
+            let mut images = examples
                 .iter()
                 .map(|e| match &e.input {
                     ExampleInput::ImageFile(path) => {
@@ -64,6 +67,11 @@ pub fn make_batch(
                     ExampleInput::Text(_) => Err(mixed()),
                 })
                 .collect::<TrainResult<Vec<_>>>()?;
+            if opts.flip {
+                images
+                    .iter_mut()
+                    .for_each(imageops::flip_horizontal_in_place);
+            }
             let augment = match (opts.augment, rng) {
                 (Some(a), Some(r)) => Some((a, r)),
                 _ => None,

@@ -204,16 +204,29 @@ impl Problem<'_> {
     /// Chooses `C` from [`C_GRID`] by stratified k-fold cross-validation on these rows
     /// (k = 5, fewer when the smallest class is smaller), on pooled held-out log loss.
     pub fn choose_c(&self, seed: u64) -> CvChoice {
+        self.choose_c_with_copies(seed, 1)
+    }
+
+    /// As [`Problem::choose_c`] when the rows are `copies` blocks of the same examples (the
+    /// plain features first, then augmented views of them, in the same order): the folds
+    /// are drawn on the examples, every copy of an example falls on its side of the split,
+    /// and only the plain rows are scored, so a view never judges its own twin.
+    pub fn choose_c_with_copies(&self, seed: u64, copies: usize) -> CvChoice {
+        let n0 = self.n() / copies.max(1);
+        let y0 = &self.y[..n0];
         let mut counts = vec![0usize; self.classes];
-        for &c in self.y {
+        for &c in y0 {
             counts[c] += 1;
         }
         let smallest = counts.iter().copied().filter(|&c| c > 0).min().unwrap_or(0);
         let folds = smallest.clamp(2, 5);
-        let splits = split::kfold(self.y, self.classes, folds, seed ^ 0x1065);
+        let splits = split::kfold(y0, self.classes, folds, seed ^ 0x1065);
         let mut losses = vec![0.0f64; C_GRID.len()];
         for s in &splits {
-            let (x, y, w) = self.subset(&s.train);
+            let train_rows: Vec<usize> = (0..copies)
+                .flat_map(|c| s.train.iter().map(move |&i| i + c * n0))
+                .collect();
+            let (x, y, w) = self.subset(&train_rows);
             let train = Problem {
                 x: &x,
                 d: self.d,
@@ -228,7 +241,7 @@ impl Problem<'_> {
         let scores: Vec<(f64, f64)> = C_GRID
             .iter()
             .zip(&losses)
-            .map(|(&c, &l)| (c, l / self.n().max(1) as f64))
+            .map(|(&c, &l)| (c, l / n0.max(1) as f64))
             .collect();
         // Ties (within 1e-9) go to the stronger regularisation, which comes first.
         let best = scores
@@ -421,6 +434,27 @@ mod tests {
         for (a, b) in dense_g.iter().zip(&sparse_g) {
             assert!((a - b).abs() < 1e-6, "{a} vs {b}");
         }
+    }
+
+    #[test]
+    fn copies_of_an_example_stay_on_one_side_of_the_folds() {
+        // Pure noise, each row given twice (a "view" identical to its original): split as
+        // independent rows, a held-out row's twin is in training and a weak penalty looks
+        // best; grouped by example, the search sees noise and regularises strongly.
+        let (mut x, y0) = data(40, 100, false, 5);
+        x.extend_from_slice(&x.clone());
+        let y: Vec<usize> = y0.iter().chain(&y0).copied().collect();
+        let p = Problem {
+            x: &x,
+            d: 100,
+            y: &y,
+            classes: 2,
+            weights: None,
+        };
+        let leaky = p.choose_c(0);
+        assert!(leaky.c >= 1.0, "twins across folds chose C = {}", leaky.c);
+        let grouped = p.choose_c_with_copies(0, 2);
+        assert!(grouped.c <= 1e-2, "grouped copies chose C = {}", grouped.c);
     }
 
     #[test]

@@ -180,6 +180,7 @@ fn tune(run: &Prepared, t: &TuneRun, obs: &mut dyn Observer) -> TrainResult<()> 
     let opts = BatchOptions {
         max_length: r.max_length,
         augment: augment.as_ref(),
+        flip: false,
     };
     let mut order: Vec<usize> = (0..n).collect();
     let mut step = 0usize;

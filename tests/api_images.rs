@@ -252,27 +252,13 @@ async fn a_head_only_image_job_learns_from_augmented_views_and_says_so() {
         .upload_dataset("colours.zip", &zip_of(&as_refs(&colour_dataset(6))))
         .await;
     let run = |hyper: serde_json::Value| {
-        let app = &app;
-        let id = ds["id"].clone();
+        let (app, request) = (
+            &app,
+            json!({"dataset_id": ds["id"], "hyperparameters": hyper}),
+        );
         async move {
-            let (status, job) = app
-                .post_json(
-                    "/v1/jobs",
-                    json!({"dataset_id": id, "hyperparameters": hyper}),
-                )
-                .await;
-            assert_eq!(status, StatusCode::CREATED, "{job}");
-            let job = app
-                .wait_job(job["id"].as_str().unwrap(), Duration::from_secs(120))
-                .await;
-            assert_eq!(job["status"], "succeeded", "{job}");
-            let logs: Vec<String> = app
-                .events(job["id"].as_str().unwrap())
-                .await
-                .iter()
-                .filter(|e| e["kind"] == "log")
-                .filter_map(|e| e["message"].as_str().map(str::to_string))
-                .collect();
+            let job = app.run_job(request).await;
+            let logs = app.log_messages(job["id"].as_str().unwrap()).await;
             (job, logs)
         }
     };

@@ -235,11 +235,12 @@ impl Prepared<'_> {
         Ok(fit)
     }
 
-    /// The head's training rows: the plain features of `train`, then (logistic head only)
-    /// each augmented view's, block after block; and how many blocks that is.
+    /// The head's training rows: the plain features of `train`, then each augmented
+    /// view's (the recipe gives views only to the logistic head), block after block; and
+    /// how many blocks that is.
     fn head_rows(&self, train: &[usize]) -> candle_core::Result<(Tensor, usize)> {
         let plain = self.rows(train)?;
-        if self.views.is_empty() || self.recipe.head_solver != HeadSolver::LogisticCv {
+        if self.views.is_empty() {
             return Ok((plain, 1));
         }
         let mut blocks = vec![plain];

@@ -435,7 +435,18 @@ pub fn resolve(
             ),
         )
     });
-    let head_views = c.pick("head_views", c.given.head_views, || {
+    let given_views = match c.given.head_views {
+        Some(v) if v > 0 && (text || head_solver != HeadSolver::LogisticCv) => {
+            c.choices.push(Choice {
+                parameter: "head_views".into(),
+                value: json!(0),
+                reason: "augmented views are for images with the logistic head; this head learns from the plain features".into(),
+            });
+            Some(0)
+        }
+        other => other,
+    };
+    let head_views = c.pick("head_views", given_views, || {
         head_views(text && classifies, head_solver, n, finetune_epochs)
     });
     let batch_size = c.pick("batch_size", c.given.batch_size.map(|b| b as usize), || {
@@ -620,6 +631,11 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(recipe(Modality::Image, 10, &one).head_views, 1);
+        assert_eq!(
+            recipe(Modality::Text, 8, &one).head_views,
+            0,
+            "text has no views"
+        );
         let mut task = recipe(Modality::Image, 10, &h);
         task.adapt_to_task(Task::Regression);
         assert_eq!(task.head_views, 0);

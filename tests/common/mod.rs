@@ -212,13 +212,28 @@ impl TestApp {
     pub async fn train(&self, csv: &str, mut request: Value) -> (Value, Value) {
         let ds = self.upload_dataset("data.csv", csv.as_bytes()).await;
         request["dataset_id"] = ds["id"].clone();
+        (ds, self.run_job(request).await)
+    }
+
+    /// Starts a job with this request, waits for success, returns the finished job.
+    pub async fn run_job(&self, request: Value) -> Value {
         let (status, job) = self.post_json("/v1/jobs", request).await;
         assert_eq!(status, StatusCode::CREATED, "{job}");
         let job = self
             .wait_job(job["id"].as_str().unwrap(), Duration::from_secs(120))
             .await;
         assert_eq!(job["status"], "succeeded", "{job}");
-        (ds, job)
+        job
+    }
+
+    /// The messages of a job's log events, oldest first.
+    pub async fn log_messages(&self, job_id: &str) -> Vec<String> {
+        self.events(job_id)
+            .await
+            .iter()
+            .filter(|e| e["kind"] == "log")
+            .filter_map(|e| e["message"].as_str().map(str::to_string))
+            .collect()
     }
 }
 

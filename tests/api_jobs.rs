@@ -399,7 +399,7 @@ async fn small_datasets_default_to_kfold_with_a_final_fit_on_all_data() {
     let (_, job) = app
         .train(
             &topic_csv(8),
-            // Cross-entropy: contrastive tuning (the default at 8 per class) uses 3 folds.
+            // The backbone is tuned, so 3 folds (each fold tunes it anew).
             json!({"hyperparameters": {"finetune_epochs": 1, "head_epochs": 10, "finetune_objective": "cross_entropy"}}),
         )
         .await;
@@ -412,7 +412,7 @@ async fn small_datasets_default_to_kfold_with_a_final_fit_on_all_data() {
         .clone();
     assert_eq!(
         choice["value"],
-        json!({"strategy": "kfold", "folds": 5}),
+        json!({"strategy": "kfold", "folds": 3}),
         "{choice}"
     );
     assert!(
@@ -425,7 +425,7 @@ async fn small_datasets_default_to_kfold_with_a_final_fit_on_all_data() {
     // Out-of-fold: every example is predicted once.
     assert_eq!(m["validation"]["num_valid"], 24);
     let folds = m["folds"].as_array().unwrap();
-    assert_eq!(folds.len(), 5);
+    assert_eq!(folds.len(), 3);
     assert_eq!(
         folds
             .iter()
@@ -446,11 +446,11 @@ async fn small_datasets_default_to_kfold_with_a_final_fit_on_all_data() {
         .iter()
         .filter(|e| e["kind"] == "stage" && e["stage"] == "training_head")
         .count();
-    assert_eq!(heads, 6, "5 folds + the final fit");
+    assert_eq!(heads, 4, "3 folds + the final fit");
     assert!(
         events
             .iter()
-            .any(|e| e["kind"] == "epoch" && e["metrics"]["fold"] == 5)
+            .any(|e| e["kind"] == "epoch" && e["metrics"]["fold"] == 3)
     );
     assert!(
         events

@@ -135,6 +135,12 @@ fn select_transfer(held: &HeldOut, evidence: &FinetuneEvidence, labels: &[String
                 "{what} lowered the {losses}; the gain {gain:.4} exceeds one standard error ({se:.4})"
             ),
         ),
+        FinetuneObjective::CrossEntropy if evidence.improved_splits == 0 => (
+            Candidate::HeadOnly,
+            format!(
+                "{what} never lowered the validation loss below that of the head it started from, on any split (the head's weights were restored each time, so its held-out predictions are the head's): the simpler model is kept"
+            ),
+        ),
         FinetuneObjective::CrossEntropy => (
             Candidate::HeadOnly,
             format!(
@@ -283,8 +289,24 @@ mod tests {
         };
         let better = select(&held(weak.clone(), strong, y.clone()), &evidence, &labels());
         assert_eq!(better.chosen, Candidate::Finetuned, "{}", better.reason);
-        let tie = select(&held(weak.clone(), weak, y), &evidence, &labels());
+        let tie = select(
+            &held(weak.clone(), weak.clone(), y.clone()),
+            &evidence,
+            &labels(),
+        );
         assert_eq!(tie.chosen, Candidate::HeadOnly, "{}", tie.reason);
+        assert!(tie.reason.contains("standard error"), "{}", tie.reason);
+        let never = FinetuneEvidence {
+            improved_splits: 0,
+            ..evidence
+        };
+        let restored = select(&held(weak.clone(), weak, y), &never, &labels());
+        assert_eq!(restored.chosen, Candidate::HeadOnly, "{}", restored.reason);
+        assert!(
+            restored.reason.contains("on any split"),
+            "{}",
+            restored.reason
+        );
     }
 
     #[test]

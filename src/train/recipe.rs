@@ -296,9 +296,17 @@ fn head_views(text: bool, solver: HeadSolver, n: usize, finetune_epochs: u32) ->
     }
 }
 
-/// Text with fewer examples than this per class fine-tunes by contrastive pairs; more, by
-/// cross-entropy.
-pub const CONTRASTIVE_BELOW_PER_CLASS: f64 = 16.0;
+/// Text with fewer examples than this per class is "few": with more than
+/// [`CONTRASTIVE_MAX_CLASSES`] classes the backbone stays frozen by default ([`few_of_many`]).
+pub const FEW_PER_CLASS: f64 = 16.0;
+
+/// Text of at most [`CONTRASTIVE_MAX_CLASSES`] classes with up to this many examples per
+/// class fine-tunes by contrastive pairs; more, by cross-entropy. On the public benchmark
+/// the pairs beat the probe at 8 per class (tweets +1.6, spam +7.5 points) and, at 64 per
+/// class, beat cross-entropy fine-tuning, which never lowered the validation loss below the
+/// head's there (seed 0: tweets 0.870 against 0.832, spam 0.961 against 0.949). Above 64
+/// per class is unmeasured: cross-entropy, the standard there, as before.
+pub const CONTRASTIVE_UP_TO_PER_CLASS: f64 = 64.0;
 
 /// Contrastive pairs are for at most this many classes: on the public benchmark they won
 /// at 2 (tweets +1.6, spam +7.5 points over the probe at 8 per class) and lost at 8 (Reuters
@@ -311,7 +319,7 @@ pub const CONTRASTIVE_MAX_CLASSES: usize = 4;
 /// the head on frozen features there, so the backbone stays frozen by default.
 fn few_of_many(text: bool, data: &DataProfile) -> bool {
     text && data.task == Task::Classification
-        && data.per_class() < CONTRASTIVE_BELOW_PER_CLASS
+        && data.per_class() < FEW_PER_CLASS
         && data.num_classes > CONTRASTIVE_MAX_CLASSES
 }
 
@@ -319,13 +327,13 @@ fn few_of_many(text: bool, data: &DataProfile) -> bool {
 fn finetune_objective(text: bool, data: &DataProfile) -> (FinetuneObjective, String) {
     let per_class = data.per_class();
     if text
-        && per_class < CONTRASTIVE_BELOW_PER_CLASS
+        && per_class <= CONTRASTIVE_UP_TO_PER_CLASS
         && data.num_classes <= CONTRASTIVE_MAX_CLASSES
     {
         (
             FinetuneObjective::Contrastive,
             format!(
-                "text, fewer than {CONTRASTIVE_BELOW_PER_CLASS:.0} per class ({per_class:.1}) of at most {CONTRASTIVE_MAX_CLASSES} classes: SetFit-style contrastive tuning ({CONTRASTIVE_STEPS} steps on every pair of a batch of texts: same label close, other labels apart), then the logistic head fitted anew; with so few examples cross-entropy fine-tuning is early-stopped on the rows that judge it, and on the public benchmark (tweets, spam at 8 per class) the pairs beat it"
+                "text, at most {CONTRASTIVE_UP_TO_PER_CLASS:.0} per class ({per_class:.1}) of at most {CONTRASTIVE_MAX_CLASSES} classes: SetFit-style contrastive tuning ({CONTRASTIVE_STEPS} steps on every pair of a batch of texts: same label close, other labels apart), then the logistic head fitted anew; with so few examples cross-entropy fine-tuning is early-stopped on the rows that judge it, and on the public benchmark (tweets, spam at 8 and 64 per class) the pairs beat it"
             ),
         )
     } else {
@@ -602,7 +610,9 @@ mod tests {
         assert_eq!(few.finetune_objective, FinetuneObjective::Contrastive);
         assert_eq!(few.finetune_epochs, 1);
         assert_eq!(few.backbone_lr, super::super::contrastive::CONTRASTIVE_LR);
-        let many = recipe(Modality::Text, 64, &h);
+        let measured = recipe(Modality::Text, 64, &h);
+        assert_eq!(measured.finetune_objective, FinetuneObjective::Contrastive);
+        let many = recipe(Modality::Text, 65, &h);
         assert_eq!(many.finetune_objective, FinetuneObjective::CrossEntropy);
         assert!(many.finetune_epochs > 1);
         let images = recipe(Modality::Image, 8, &h);

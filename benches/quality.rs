@@ -203,6 +203,32 @@ async fn predict(
     out
 }
 
+/// The job's epoch events (stage, fold, epoch, train and validation metrics): why a
+/// fine-tuned candidate was kept or dropped, read from the log afterwards.
+async fn epoch_events(app: &TestApp, job: &str) -> Value {
+    let mut epochs = Vec::new();
+    let mut uri = format!("/v1/jobs/{job}/events?limit=100");
+    loop {
+        let (status, page) = app.get(&uri).await;
+        assert_eq!(status, StatusCode::OK, "events: {page}");
+        let data = page["data"].as_array().cloned().unwrap_or_default();
+        epochs.extend(
+            data.iter().filter(|e| e["kind"] == "epoch").map(
+                |e| json!({ "stage": e["stage"], "epoch": e["epoch"], "metrics": e["metrics"] }),
+            ),
+        );
+        match page["last_id"].as_str() {
+            Some(last) if page["has_more"] == true => {
+                uri = format!("/v1/jobs/{job}/events?limit=100&after={last}");
+            }
+            _ => break,
+        }
+    }
+    // Pages come newest first: oldest first reads as the job ran.
+    epochs.reverse();
+    json!(epochs)
+}
+
 /// `HYPERPARAMETERS='{"head_views":0}'`: an ablation, not the default job (log it apart
 /// with `QUALITY_LOG`).
 fn ablation_hyperparameters() -> Option<Value> {
@@ -274,6 +300,7 @@ async fn run_row(models: &Path, data: &Path, set: &str, n: usize, seed: usize) -
         rec["selection_reason"] = m["selection_reason"].clone();
         rec["lexical_blend"] = m["lexical_blend"].clone();
         rec["config"] = job["config"].clone();
+        rec["epochs"] = epoch_events(&app, job["id"].as_str().unwrap()).await;
     }
     app.stop().await;
     rec

@@ -121,16 +121,27 @@ async fn text_job_trains_reports_and_predicts() {
         .filter(|e| e["kind"] == "stage")
         .map(|e| e["stage"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        stages,
-        [
-            "preparing",
-            "extracting_features",
-            "training_head",
-            "finetuning",
-            "evaluating"
-        ]
-    );
+    // A kept head is refitted on every example after the holdout split chose it; a kept
+    // fine-tuned model is the split's own.
+    let head_kept = job["metrics"]["selected"] == "head_only";
+    let mut expected = vec![
+        "preparing",
+        "extracting_features",
+        "training_head",
+        "finetuning",
+    ];
+    if head_kept {
+        expected.push("training_head");
+    }
+    expected.push("evaluating");
+    assert_eq!(stages, expected);
+    let final_fit = &job["metrics"]["final_fit"];
+    if head_kept {
+        assert_eq!(final_fit["num_train"], 36, "{final_fit}");
+        assert_eq!(final_fit["finetune_epochs"], 0, "{final_fit}");
+    } else {
+        assert!(final_fit.is_null(), "{final_fit}");
+    }
     let ft_epochs = events
         .iter()
         .filter(|e| e["kind"] == "epoch" && e["stage"] == "finetuning")

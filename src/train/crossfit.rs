@@ -1,7 +1,6 @@
 //! Cross-fitting the candidates: on the holdout split or on each fold, fit the head-only
 //! and the fine-tuned model and the no-transfer baseline, and gather their held-out
-//! predictions; then, after k-fold, the final fit on all data with the epoch counts the
-//! folds chose.
+//! predictions; then the final fit on all data with the epoch counts the splits chose.
 
 use super::baseline;
 use super::fit::{FitPlan, Prepared, SplitFit};
@@ -26,10 +25,8 @@ pub struct SplitSummary {
 pub struct CrossFit {
     pub held: HeldOut,
     pub splits: Vec<SplitSummary>,
-    /// With a holdout split, its fit is the model itself.
+    /// With a holdout split, its fit: the model itself when fine-tuning was kept.
     pub holdout_fit: Option<SplitFit>,
-    /// Text, holdout: the lexical model fitted on the training split.
-    pub holdout_lexical: Option<LexicalModel>,
 }
 
 fn mean_rounded(values: impl Iterator<Item = u32>) -> u32 {
@@ -62,7 +59,6 @@ pub fn cross_fit(run: &Prepared, obs: &mut dyn Observer) -> TrainResult<CrossFit
         held: HeldOut::default(),
         splits: Vec::new(),
         holdout_fit: None,
-        holdout_lexical: None,
     };
     for (f, s) in run.splits.iter().enumerate() {
         check_cancel(obs)?;
@@ -128,21 +124,25 @@ pub fn cross_fit(run: &Prepared, obs: &mut dyn Observer) -> TrainResult<CrossFit
         }
         if !kfold {
             out.holdout_fit = Some(fit);
-            out.holdout_lexical = lexical;
         }
     }
     Ok(out)
 }
 
-/// The model: the holdout fit itself, or after k-fold a final fit on all data with the
-/// epoch counts the folds chose (fine-tuning only when it was selected).
+/// The model, fitted on all data: after k-fold with the epoch counts the folds chose
+/// (fine-tuning only when it was selected); after a holdout split, the head refitted on
+/// every example when it was kept (cached features: seconds, and the probe it competes
+/// with learns from all of them too), the split's fit itself when the fine-tuned model was
+/// kept (refitting it would tune the backbone a second time).
 pub fn final_fit(
     run: &Prepared,
     crossfit: &mut CrossFit,
     selection: &Selection,
     obs: &mut dyn Observer,
 ) -> TrainResult<(SplitFit, Option<FinalFit>)> {
-    if let Some(fit) = crossfit.holdout_fit.take() {
+    if let Some(fit) = crossfit.holdout_fit.take()
+        && selection.chosen == Candidate::Finetuned
+    {
         return Ok((fit, None));
     }
     check_cancel(obs)?;
@@ -175,13 +175,10 @@ pub fn final_fit(
     Ok((fit, Some(info)))
 }
 
-/// Text, when the selection blends it in: the lexical model of the final model (the
-/// holdout split's, or after k-fold one fitted on all data).
-pub fn final_lexical(
-    run: &Prepared,
-    crossfit: &mut CrossFit,
-    selection: &Selection,
-) -> Option<LexicalModel> {
+/// Text, when the selection blends it in: the lexical model fitted on all data (a
+/// TF-IDF logistic regression: seconds), its blend weight the one the held-out
+/// predictions chose.
+pub fn final_lexical(run: &Prepared, selection: &Selection) -> Option<LexicalModel> {
     let blended = selection
         .blend
         .as_ref()
@@ -189,8 +186,5 @@ pub fn final_lexical(
     if !blended {
         return None;
     }
-    match crossfit.holdout_lexical.take() {
-        Some(m) => Some(m),
-        None => run.lexical_fit(&(0..run.labels.len()).collect::<Vec<_>>()),
-    }
+    run.lexical_fit(&(0..run.labels.len()).collect::<Vec<_>>())
 }

@@ -60,7 +60,7 @@ impl Engine {
             obs.log(&format!("lexical blend: {}", b.reason));
         }
         let (model, final_info) = final_fit(&run, &mut crossfit, &selection, obs)?;
-        let lexical = final_lexical(&run, &mut crossfit, &selection);
+        let lexical = final_lexical(&run, &selection);
         check_cancel(obs)?;
         obs.stage(
             Stage::Evaluating,

@@ -688,6 +688,32 @@ mod tests {
     }
 
     #[test]
+    fn fine_tuning_from_the_logistic_head_is_unsmoothed_and_images_run_the_whole_schedule() {
+        let h = Hyperparameters::default();
+        let images = recipe(Modality::Image, 50, &h);
+        assert_eq!(images.head_solver, HeadSolver::LogisticCv);
+        assert_eq!(images.label_smoothing, 0.0);
+        assert!(images.finetune_epochs > 3);
+        assert_eq!(images.early_stopping_patience, images.finetune_epochs);
+        let text = recipe(Modality::Text, 100, &h);
+        assert_eq!(text.label_smoothing, 0.0);
+        assert_eq!(text.early_stopping_patience, 2);
+        let sgd = Hyperparameters {
+            head_epochs: Some(20),
+            ..Default::default()
+        };
+        assert_eq!(recipe(Modality::Image, 50, &sgd).label_smoothing, 0.1);
+        let patient = Hyperparameters {
+            early_stopping_patience: Some(1),
+            ..Default::default()
+        };
+        assert_eq!(
+            recipe(Modality::Image, 50, &patient).early_stopping_patience,
+            1
+        );
+    }
+
+    #[test]
     fn image_heads_on_frozen_features_learn_from_augmented_views() {
         let h = Hyperparameters::default();
         let all = super::super::features::HEAD_VIEWS.len() as u32;

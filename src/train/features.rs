@@ -30,7 +30,7 @@ pub enum View {
 }
 
 /// The head's augmented views of each image, in the order the recipe's `head_views` takes
-/// them (what they gained on the public benchmark: `recipe::head_views`).
+/// them (what they gained on the public benchmark: `defaults::head_views`).
 pub const HEAD_VIEWS: [View; 3] = [View::Flip, View::Crop, View::FlippedCrop];
 
 impl View {

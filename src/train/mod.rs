@@ -12,6 +12,7 @@ pub mod budget;
 pub mod calibration;
 pub mod contrastive;
 pub mod crossfit;
+pub mod defaults;
 pub mod engine;
 pub mod evaluate;
 pub mod features;

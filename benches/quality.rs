@@ -206,26 +206,13 @@ async fn predict(
 /// The job's epoch events (stage, fold, epoch, train and validation metrics): why a
 /// fine-tuned candidate was kept or dropped, read from the log afterwards.
 async fn epoch_events(app: &TestApp, job: &str) -> Value {
-    let mut epochs = Vec::new();
-    let mut uri = format!("/v1/jobs/{job}/events?limit=100");
-    loop {
-        let (status, page) = app.get(&uri).await;
-        assert_eq!(status, StatusCode::OK, "events: {page}");
-        let data = page["data"].as_array().cloned().unwrap_or_default();
-        epochs.extend(
-            data.iter().filter(|e| e["kind"] == "epoch").map(
-                |e| json!({ "stage": e["stage"], "epoch": e["epoch"], "metrics": e["metrics"] }),
-            ),
-        );
-        match page["last_id"].as_str() {
-            Some(last) if page["has_more"] == true => {
-                uri = format!("/v1/jobs/{job}/events?limit=100&after={last}");
-            }
-            _ => break,
-        }
-    }
-    // Pages come newest first: oldest first reads as the job ran.
-    epochs.reverse();
+    let epochs: Vec<Value> = app
+        .events(job)
+        .await
+        .into_iter()
+        .filter(|e| e["kind"] == "epoch")
+        .map(|e| json!({ "stage": e["stage"], "epoch": e["epoch"], "metrics": e["metrics"] }))
+        .collect();
     json!(epochs)
 }
 

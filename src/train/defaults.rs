@@ -106,16 +106,16 @@ pub(super) fn label_smoothing(solver: HeadSolver) -> (f64, String) {
 /// after epoch 2, 0.264 after 3, 0.083 after 5, so a patience of 3 dropped a model that
 /// scored 0.960 on the test set against the head's 0.950. Text keeps 2 (unmeasured).
 pub(super) fn early_stopping_patience(text: bool, finetune_epochs: u32) -> (u32, String) {
-    if text || finetune_epochs == 0 {
-        return (
-            if text { 2 } else { 3 },
-            "validation rounds without improvement before stopping; the best checkpoint is restored".into(),
-        );
+    let restored =
+        "validation rounds without improvement before stopping; the best checkpoint is restored";
+    match (text, finetune_epochs) {
+        (true, _) => (2, restored.into()),
+        (false, 0) => (3, restored.into()),
+        (false, epochs) => (
+            epochs,
+            "images: fine-tuning runs its whole schedule (the rate decays to 0) and the best epoch on validation is kept; its first epochs rarely beat the head it starts from".into(),
+        ),
     }
-    (
-        finetune_epochs,
-        "images: fine-tuning runs its whole schedule (the rate decays to 0) and the best epoch on validation is kept; its first epochs rarely beat the head it starts from".into(),
-    )
 }
 
 /// Images up to this many get the head's augmented views by default (each view is one more

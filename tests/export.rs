@@ -2,7 +2,8 @@
 //! second one whose models folder is empty predicts the same scores there (to 1e-5), with
 //! the backbone, its tokenizer/preprocessing and a model card inside the archive; an archive
 //! from before backbones travelled along still imports where its backbone is installed and
-//! is refused, naming the backbone and the fix, where it is not. The tiny test backbones
+//! is refused, naming the backbone and the fix, where it is not; a composite backbone
+//! travels as one folder of its parts. The tiny test backbones
 //! run always; the real MiniLM and EfficientNet-Lite0 run when fetched (and must be under
 //! `CI=true`).
 
@@ -346,11 +347,64 @@ async fn real_efficientnet_model_predicts_the_same_without_the_backbone_installe
     let hyper = json!({"finetune_epochs": 0});
     let model = train(&trainer, "colours.zip", &colour_zip(6, 64), hyper).await;
     let archive = round_trip(&trainer, &empty, &model, &image_probe(64)).await;
-    // The preprocessing travels as the architecture's input resolution.
+    // The preprocessing travels as each network's input resolution: a composite (the
+    // default head on frozen features where Lite2 is installed) keeps one per part, and
+    // images are decoded down to the largest.
     let bundled: Value = serde_json::from_slice(&entry(&archive, "backbone/config.json")).unwrap();
     let config: Value = serde_json::from_slice(&entry(&archive, "model.json")).unwrap();
-    assert_eq!(bundled["resolution"], config["resolution"], "{bundled}");
-    assert!(bundled["resolution"].as_u64().unwrap() >= 224, "{bundled}");
+    let resolutions: Vec<u64> = match bundled["parts"].as_array() {
+        Some(parts) => parts
+            .iter()
+            .map(|p| p["config"]["resolution"].as_u64().unwrap())
+            .collect(),
+        None => vec![bundled["resolution"].as_u64().unwrap()],
+    };
+    assert_eq!(
+        resolutions.iter().max().copied(),
+        config["resolution"].as_u64(),
+        "{bundled}"
+    );
+    assert!(resolutions.iter().all(|&r| r >= 224), "{bundled}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_composite_backbone_travels_whole_and_is_never_tuned() {
+    let trainer = TestApp::start().await;
+    let lite2 = trainer.dir.path().join("models/efficientnet-lite2");
+    warmstart::backbones::efficientnet::write_tiny_efficientnet(&lite2, 11).unwrap();
+    let empty = without_backbones().await;
+    // A default job on a few images per class: the head on both parts' frozen features.
+    let model = train(&trainer, "colours.zip", &colour_zip(6, 40), json!({})).await;
+    let archive = round_trip(&trainer, &empty, &model, &image_probe(40)).await;
+    let config: Value = serde_json::from_slice(&entry(&archive, "model.json")).unwrap();
+    assert_eq!(config["backbone"], "efficientnet-lite0+lite2", "{config}");
+    let bundled: Value = serde_json::from_slice(&entry(&archive, "backbone/config.json")).unwrap();
+    let parts: Vec<&str> = bundled["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        parts,
+        ["efficientnet-lite0", "efficientnet-lite2"],
+        "{bundled}"
+    );
+    // Asking to fine-tune it is refused before anything is queued, naming the fix.
+    let ds = trainer
+        .upload_dataset("colours.zip", &colour_zip(6, 40))
+        .await;
+    let (status, body) = trainer
+        .post_json(
+            "/v1/jobs",
+            json!({"dataset_id": ds["id"], "backbone": "efficientnet-lite0+lite2",
+                   "hyperparameters": {"finetune_epochs": 2}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_hyperparameter", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("cannot be fine-tuned"), "{message}");
 }
 
 /// Texts whose number is a sum of word weights.

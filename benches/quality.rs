@@ -216,6 +216,17 @@ async fn epoch_events(app: &TestApp, job: &str) -> Value {
     json!(epochs)
 }
 
+/// Every event's time, kind, stage and message: where the job's seconds went.
+async fn timeline(app: &TestApp, job: &str) -> Value {
+    let events: Vec<Value> = app
+        .events(job)
+        .await
+        .into_iter()
+        .map(|e| json!({ "at": e["at"], "kind": e["kind"], "stage": e["stage"], "message": e["message"] }))
+        .collect();
+    json!(events)
+}
+
 /// `HYPERPARAMETERS='{"head_views":0}'`: an ablation, not the default job (log it apart
 /// with `QUALITY_LOG`).
 fn ablation_hyperparameters() -> Option<Value> {
@@ -288,6 +299,7 @@ async fn run_row(models: &Path, data: &Path, set: &str, n: usize, seed: usize) -
         rec["lexical_blend"] = m["lexical_blend"].clone();
         rec["config"] = job["config"].clone();
         rec["epochs"] = epoch_events(&app, job["id"].as_str().unwrap()).await;
+        rec["timeline"] = timeline(&app, job["id"].as_str().unwrap()).await;
     }
     app.stop().await;
     rec

@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::defaults::{
-    default_finetune_epochs, default_validation, early_stopping_patience, finetune_objective,
-    head_solver, head_views, label_smoothing,
+    BackboneTuning, default_finetune_epochs, default_validation, early_stopping_patience,
+    finetune_objective, head_solver, head_views, label_smoothing,
 };
 use super::hyper::{
     AugmentOptions, AugmentSpec, Choice, ClassWeights, DataProfile, FinetuneObjective,
@@ -237,7 +237,12 @@ pub fn resolve(
         |e| e > 0,
     );
     let validation = c.pick("validation", validation.cloned(), || {
-        default_validation(n, data.smallest_class, tunes_backbone)
+        let tuning = match (tunes_backbone, contrastive) {
+            (false, _) => BackboneTuning::Frozen,
+            (true, false) => BackboneTuning::CrossEntropy,
+            (true, true) => BackboneTuning::Contrastive,
+        };
+        default_validation(n, data.smallest_class, tuning)
     });
     let train_fraction = match &validation {
         ValidationSpec::Holdout { fraction } => 1.0 - fraction,
@@ -439,8 +444,9 @@ mod tests {
             ValidationSpec::Holdout { .. } => panic!("small data is cross-validated"),
         };
         let h = Hyperparameters::default();
-        assert_eq!(folds(&recipe(Modality::Text, 8, &h)), FINETUNE_FOLDS);
-        assert_eq!(folds(&recipe(Modality::Text, 64, &h)), FINETUNE_FOLDS);
+        // Two classes: contrastive pairs, a whole pass per fold.
+        assert_eq!(folds(&recipe(Modality::Text, 8, &h)), CONTRASTIVE_FOLDS);
+        assert_eq!(folds(&recipe(Modality::Text, 64, &h)), CONTRASTIVE_FOLDS);
         assert_eq!(folds(&recipe(Modality::Image, 30, &h)), FINETUNE_FOLDS);
         assert_eq!(
             folds(&recipe(Modality::Image, 8, &h)),

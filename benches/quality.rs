@@ -205,11 +205,9 @@ async fn predict(
 
 /// The job's epoch events (stage, fold, epoch, train and validation metrics): why a
 /// fine-tuned candidate was kept or dropped, read from the log afterwards.
-async fn epoch_events(app: &TestApp, job: &str) -> Value {
-    let epochs: Vec<Value> = app
-        .events(job)
-        .await
-        .into_iter()
+fn epoch_events(events: &[Value]) -> Value {
+    let epochs: Vec<Value> = events
+        .iter()
         .filter(|e| e["kind"] == "epoch")
         .map(|e| json!({ "stage": e["stage"], "epoch": e["epoch"], "metrics": e["metrics"] }))
         .collect();
@@ -217,11 +215,9 @@ async fn epoch_events(app: &TestApp, job: &str) -> Value {
 }
 
 /// Every event's time, kind, stage and message: where the job's seconds went.
-async fn timeline(app: &TestApp, job: &str) -> Value {
-    let events: Vec<Value> = app
-        .events(job)
-        .await
-        .into_iter()
+fn timeline(events: &[Value]) -> Value {
+    let events: Vec<Value> = events
+        .iter()
         .map(|e| json!({ "at": e["at"], "kind": e["kind"], "stage": e["stage"], "message": e["message"] }))
         .collect();
     json!(events)
@@ -298,8 +294,9 @@ async fn run_row(models: &Path, data: &Path, set: &str, n: usize, seed: usize) -
         rec["selection_reason"] = m["selection_reason"].clone();
         rec["lexical_blend"] = m["lexical_blend"].clone();
         rec["config"] = job["config"].clone();
-        rec["epochs"] = epoch_events(&app, job["id"].as_str().unwrap()).await;
-        rec["timeline"] = timeline(&app, job["id"].as_str().unwrap()).await;
+        let events = app.events(job["id"].as_str().unwrap()).await;
+        rec["epochs"] = epoch_events(&events);
+        rec["timeline"] = timeline(&events);
     }
     app.stop().await;
     rec

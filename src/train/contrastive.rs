@@ -30,7 +30,7 @@ use crate::store::jobs::Stage;
 
 /// Optimiser steps of one contrastive pass.
 pub const CONTRASTIVE_STEPS: usize = 20;
-/// Texts per step (every pair among them is scored, 256 pairs); all of them when fewer.
+/// Texts per step (every pair of two of them is scored, 240 pairs); all of them when fewer.
 /// 16 rather than 32: a step costs its texts' forward and backward passes, and 20 steps of
 /// 16 keep a job at 64 per class within minutes on 2 cores (at 8 per class of 2 classes
 /// every step sees all 16 texts either way).

@@ -12,7 +12,7 @@ use crate::datasets::Task;
 pub const KFOLD_BELOW: usize = 300;
 
 /// Folds of the default cross-validation when the backbone stays frozen; fewer when it is
-/// tuned ([`FINETUNE_FOLDS`]).
+/// tuned ([`FINETUNE_FOLDS`], [`CONTRASTIVE_FOLDS`]).
 pub const DEFAULT_FOLDS: usize = 5;
 
 /// Folds when the backbone is tuned by cross-entropy: each fold tunes the backbone anew,
@@ -46,21 +46,19 @@ pub fn default_validation(
     tuning: BackboneTuning,
 ) -> (ValidationSpec, String) {
     if n < KFOLD_BELOW {
-        let most = match tuning {
-            BackboneTuning::Frozen => DEFAULT_FOLDS,
-            BackboneTuning::CrossEntropy => FINETUNE_FOLDS,
-            BackboneTuning::Contrastive => CONTRASTIVE_FOLDS,
+        let (most, why) = match tuning {
+            BackboneTuning::Frozen => (DEFAULT_FOLDS, None),
+            BackboneTuning::CrossEntropy => (FINETUNE_FOLDS, Some("tunes the backbone anew")),
+            BackboneTuning::Contrastive => {
+                (CONTRASTIVE_FOLDS, Some("runs a whole contrastive pass"))
+            }
         };
         let folds = smallest_class.clamp(2, most);
-        let why = match tuning {
-            BackboneTuning::Frozen => String::new(),
-            BackboneTuning::CrossEntropy => format!(
-                " ({most} folds, not {DEFAULT_FOLDS}: each fold tunes the backbone anew, and the model tuned on all the data does not depend on their number)"
-            ),
-            BackboneTuning::Contrastive => format!(
-                " ({most} folds, not {DEFAULT_FOLDS}: each fold runs a whole contrastive pass, and the model tuned on all the data does not depend on their number)"
-            ),
-        };
+        let why = why.map_or_else(String::new, |cost| {
+            format!(
+                " ({most} folds, not {DEFAULT_FOLDS}: each fold {cost}, and the model tuned on all the data does not depend on their number)"
+            )
+        });
         (
             ValidationSpec::Kfold { folds },
             format!(

@@ -8,7 +8,7 @@ use candle_core::{Device, Tensor};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use super::inputs::{BatchOptions, cost, make_batch};
+use super::inputs::{BatchOptions, by_cost, make_batch};
 use super::{Example, Observer, TrainResult, check_cancel};
 use crate::backbones::efficientnet::Augment;
 use crate::backbones::registry::LoadedBackbone;
@@ -83,9 +83,7 @@ pub fn extract_view(
     obs: &mut dyn Observer,
 ) -> TrainResult<Tensor> {
     let n = examples.len();
-    let mut order: Vec<usize> = (0..n).collect();
-    let costs: Vec<usize> = examples.iter().map(|e| cost(backbone, e)).collect();
-    order.sort_by_key(|&i| costs[i]);
+    let order = by_cost(backbone, examples);
     let crop = view.crop();
     let opts = BatchOptions {
         max_length,

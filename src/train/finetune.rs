@@ -13,7 +13,7 @@ use super::features::Standardizer;
 use super::head::{Head, balanced_class_weights};
 use super::head_train::evaluate_logits;
 use super::hyper::{ClassWeights, Unfreeze};
-use super::inputs::{BatchOptions, make_batch};
+use super::inputs::{BatchOptions, by_cost, make_batch};
 use super::optim::{GroupedAdamW, ParamGroup};
 use super::recipe::Recipe;
 use super::training_loop::{EarlyStopping, EpochStats, Evaluation, FitTag, LossSpec, Stepper};
@@ -84,17 +84,20 @@ pub fn predict_logits(
     recipe: &Recipe,
     device: &Device,
 ) -> TrainResult<Vec<Vec<f32>>> {
-    let mut out = Vec::with_capacity(examples.len());
+    let mut out = vec![Vec::new(); examples.len()];
     let opts = BatchOptions {
         max_length: recipe.max_length,
         augment: None,
         flip: false,
     };
-    for chunk in examples.chunks(EVAL_BATCH) {
-        let batch = make_batch(bb, chunk, &opts, None, device)?;
+    for chunk in by_cost(bb, examples).chunks(EVAL_BATCH) {
+        let batch_examples: Vec<&Example> = chunk.iter().map(|&i| examples[i]).collect();
+        let batch = make_batch(bb, &batch_examples, &opts, None, device)?;
         let feats = bb.net.forward(&batch, false)?.detach();
         let logits = head.forward(&standardizer.apply(&feats)?, false)?;
-        out.extend(logits.to_vec2::<f32>()?);
+        for (&i, row) in chunk.iter().zip(logits.to_vec2::<f32>()?) {
+            out[i] = row;
+        }
     }
     Ok(out)
 }

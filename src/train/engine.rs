@@ -10,7 +10,7 @@ use candle_core::{Device, Tensor};
 
 use super::artifact::{FORMAT_VERSION, LexicalConfig, ModelArtifact, ModelConfig, tensor_names};
 use super::baseline;
-use super::budget;
+use super::budget::{self, ForwardCost};
 use super::crossfit::{cross_fit, final_fit, final_lexical};
 use super::evaluate::evaluate_run;
 use super::features::{HEAD_VIEWS, extract, extract_view};
@@ -124,14 +124,8 @@ impl Engine {
         let examples: Vec<&super::Example> = req.examples.iter().collect();
         let features = extract(&frozen, &examples, recipe.max_length, &device, obs)?;
         let views = extract_head_views(&frozen, &examples, &recipe, &device, obs)?;
-        let mean_tokens = req
-            .examples
-            .iter()
-            .map(|e| cost(&frozen, e).min(recipe.max_length) as f64)
-            .sum::<f64>()
-            / req.examples.len().max(1) as f64;
-        let forward_s = budget::forward_s(&recipe.backbone, mean_tokens);
-        cap_finetuning_to_budget(req, &data, &mut recipe, forward_s, obs);
+        let forward = forward_cost(&frozen, &req.examples, &recipe);
+        cap_finetuning_to_budget(req, &data, &mut recipe, forward, obs);
         let labels: Vec<usize> = req.examples.iter().map(|e| e.label).collect();
         let splits = make_splits(&recipe, &labels, data.num_classes);
         Ok(Prepared {
@@ -195,30 +189,49 @@ fn make_splits(recipe: &Recipe, labels: &[usize], classes: usize) -> Vec<Split> 
     }
 }
 
+/// Estimated forward seconds per example, from the examples' token counts (texts) or the
+/// backbone alone (images).
+fn forward_cost(
+    frozen: &LoadedBackbone,
+    examples: &[super::Example],
+    recipe: &Recipe,
+) -> ForwardCost {
+    let tokens: Vec<usize> = examples
+        .iter()
+        .map(|e| cost(frozen, e).min(recipe.max_length))
+        .collect();
+    let mean = tokens.iter().sum::<usize>() as f64 / tokens.len().max(1) as f64;
+    let padded = budget::padded_tokens(&tokens, recipe.batch_size);
+    ForwardCost {
+        sorted_s: budget::forward_s(&recipe.backbone, mean),
+        shuffled_s: budget::forward_s(&recipe.backbone, padded),
+    }
+}
+
 /// Lowers the fine-tuning epochs when they would not fit the time budget, by the
 /// estimated cost (the same on every run of the same data and settings).
 fn cap_finetuning_to_budget(
     req: &TrainRequest,
     data: &DataProfile,
     recipe: &mut Recipe,
-    forward_s: f64,
+    forward: ForwardCost,
     obs: &mut dyn Observer,
 ) {
     let budget_s = req
         .time_budget_s
-        .map_or(budget::DEFAULT_BUDGET_S, |s| s as f64);
+        .map_or_else(|| budget::default_budget_s(data.modality), |s| s as f64);
     let (runs, n_valid) = match recipe.validation {
         ValidationSpec::Kfold { folds } => (folds + 1, data.num_examples / folds),
         ValidationSpec::Holdout { fraction } => (1, (data.num_examples as f64 * fraction) as usize),
     };
-    let remaining = budget_s - data.num_examples as f64 * forward_s;
+    let remaining = budget_s - data.num_examples as f64 * forward.sorted_s;
     // Contrastive tuning is a fixed number of steps, far cheaper than an epoch estimate
     // would say at this size; the deadline still stops it.
     let user_set = req.hyperparameters.finetune_epochs.is_some()
         || recipe.finetune_objective == super::hyper::FinetuneObjective::Contrastive;
     if let Some(choice) = budget::fit_epochs_to_budget(
         recipe,
-        forward_s,
+        forward,
         runs,
         data.num_examples - n_valid,
         n_valid,

@@ -33,7 +33,7 @@ pub fn default_budget_s(modality: Modality) -> f64 {
 /// (drawn with replacement: P(max ≤ x_(i)) = ((i+1)/n)^batch over the sorted counts).
 /// A few long texts make most batches long: Reuters posts at 64 per class have a mean of
 /// 134 tokens, yet random batches of 16 cost 255 a text.
-pub fn padded_tokens(costs: &[usize], batch: usize) -> f64 {
+fn padded_tokens(costs: &[usize], batch: usize) -> f64 {
     let mut sorted = costs.to_vec();
     sorted.sort_unstable();
     let n = sorted.len() as f64;
@@ -94,6 +94,16 @@ impl ForwardCost {
         Self {
             sorted_s: s,
             shuffled_s: s,
+        }
+    }
+
+    /// The cost of `backbone` on examples of these token counts (all 0 for images), trained
+    /// in random batches of `batch`.
+    pub fn of(backbone: &str, tokens: &[usize], batch: usize) -> Self {
+        let mean = tokens.iter().sum::<usize>() as f64 / tokens.len().max(1) as f64;
+        Self {
+            sorted_s: forward_s(backbone, mean),
+            shuffled_s: forward_s(backbone, padded_tokens(tokens, batch)),
         }
     }
 }

@@ -124,7 +124,12 @@ impl Engine {
         let examples: Vec<&super::Example> = req.examples.iter().collect();
         let features = extract(&frozen, &examples, recipe.max_length, &device, obs)?;
         let views = extract_head_views(&frozen, &examples, &recipe, &device, obs)?;
-        let forward = forward_cost(&frozen, &req.examples, &recipe);
+        let tokens: Vec<usize> = req
+            .examples
+            .iter()
+            .map(|e| cost(&frozen, e).min(recipe.max_length))
+            .collect();
+        let forward = ForwardCost::of(&recipe.backbone, &tokens, recipe.batch_size);
         cap_finetuning_to_budget(req, &data, &mut recipe, forward, obs);
         let labels: Vec<usize> = req.examples.iter().map(|e| e.label).collect();
         let splits = make_splits(&recipe, &labels, data.num_classes);
@@ -186,25 +191,6 @@ fn make_splits(recipe: &Recipe, labels: &[usize], classes: usize) -> Vec<Split> 
             vec![split::holdout(labels, classes, fraction, recipe.seed)]
         }
         ValidationSpec::Kfold { folds } => split::kfold(labels, classes, folds, recipe.seed),
-    }
-}
-
-/// Estimated forward seconds per example, from the examples' token counts (texts) or the
-/// backbone alone (images).
-fn forward_cost(
-    frozen: &LoadedBackbone,
-    examples: &[super::Example],
-    recipe: &Recipe,
-) -> ForwardCost {
-    let tokens: Vec<usize> = examples
-        .iter()
-        .map(|e| cost(frozen, e).min(recipe.max_length))
-        .collect();
-    let mean = tokens.iter().sum::<usize>() as f64 / tokens.len().max(1) as f64;
-    let padded = budget::padded_tokens(&tokens, recipe.batch_size);
-    ForwardCost {
-        sorted_s: budget::forward_s(&recipe.backbone, mean),
-        shuffled_s: budget::forward_s(&recipe.backbone, padded),
     }
 }
 
